@@ -1,0 +1,52 @@
+// The backend contract: types only, no implementation and nothing native.
+// The protocol server, the CLI and the D-Bus service all drive a backend through
+// `execute`; the typed helpers in ./pr-commands.ts are built on top of it.
+
+import type { ScsiResult } from '../scsi/sense';
+
+export type BackendName = 'emulated' | 'sg' | 'blkpr' | 'mpath';
+
+/** What a backend needs to know about the device a command is for. */
+export interface DeviceHandle {
+  /**
+   * An open fd for the device, owned by the caller (the server closes it after the
+   * command). Backends must never close it. -1 when the caller has no fd.
+   */
+  readonly fd: number;
+  /** The realpath of what the fd refers to (from /proc/self/fd/N), or the path given. */
+  readonly path: string;
+  /** True when the fd was opened for writing; PR OUT on a read-only fd is refused. */
+  readonly writable: boolean;
+  /** st_rdev for block and character devices, undefined for regular files. */
+  readonly rdev?: { major: number; minor: number };
+}
+
+/** Who sent a command, from SO_PEERCRED, for logs and access checks. */
+export interface PeerIdentity {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+export interface ExecuteOptions {
+  /** Aborts a command that has not started yet, e.g. when the client went away. */
+  readonly signal?: AbortSignal;
+  readonly peer?: PeerIdentity;
+}
+
+export interface PrBackend {
+  readonly name: BackendName;
+  /**
+   * Runs one PERSISTENT RESERVE IN or OUT command. `cdb` is the CDB (10 bytes are
+   * significant; the qemu-pr-helper protocol pads it to 16). `dataOut` is the PR OUT
+   * parameter list, empty for PR IN.
+   *
+   * Never rejects for a SCSI-level problem: a bad CDB, a bad parameter list, a conflict
+   * or a device error all resolve to a ScsiResult with the matching status and sense.
+   * A PR IN result's dataIn is at most the CDB's allocation length. A PR OUT that
+   * resolves GOOD is durable.
+   */
+  execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult>;
+  /** Releases the backend's resources; in-flight commands finish first. */
+  close(): Promise<void>;
+}
