@@ -1,0 +1,2 @@
+// The native surface of the project, one module per library.
+export * as libc from './libc';
