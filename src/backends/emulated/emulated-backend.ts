@@ -1,0 +1,204 @@
+// The emulated backend: the SPC-4 engine behind a simulated multipath host, with the
+// whole SAN's state in one SQLite file. This is the embedded default, and what lets
+// failover and fencing be tested without a SAN.
+
+import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Opcode, Status } from '../../scsi/constants';
+import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
+import { parseTransportId, transportIdKey, type TransportId } from '../../scsi/transport-id';
+import { defaultEngineOptions, type EngineOptions } from '../../engine';
+import { initialState, parseState, serializeState, type PrState } from '../../engine/state';
+import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
+import { refusePrOutOnReadOnly } from '../read-only';
+import { EmulatedStore, type HostPath, type PathState } from './store';
+import { reinstatePathRegistration, runHostCommand, type HostCommandOutcome, type SimulatedHost } from './multipath-host';
+
+export interface EmulatedBackendOptions {
+  /** The SQLite state file shared by every simulated host of this SAN, or ':memory:'. */
+  readonly statePath: string;
+  /** This host's initiator name (an iSCSI name; a bare word gets an iqn prefix). */
+  readonly initiator?: string;
+  /** How many paths (I_T nexuses) this host has to every LU. */
+  readonly paths?: number;
+  /** Establish SPC-4 unit attentions for other nexuses (LIO does). */
+  readonly unitAttentions?: boolean;
+  readonly maxRegistrations?: number;
+  /** false trades durability for speed (benchmarks only). */
+  readonly durable?: boolean;
+}
+
+/** A change the backend made, for logs and D-Bus. */
+export interface EmulatedChange {
+  readonly lu: string;
+  readonly state: PrState;
+  readonly pathsUsed: readonly number[];
+}
+
+export const DEFAULT_INITIATOR_PREFIX = 'iqn.2026-11.org.mpath-pr:';
+
+/** Turns `--initiator NAME` into an iSCSI TransportID; bare names get our iqn prefix. */
+export function initiatorTransportId(name: string): TransportId {
+  const full = /^(iqn\.|eui\.|naa\.)/i.test(name) ? name : `${DEFAULT_INITIATOR_PREFIX}${name}`;
+  const id = parseTransportId(full);
+  if (id.protocol !== 'iscsi') throw new Error(`initiator ${name} is not an iSCSI name`);
+  return id;
+}
+
+export function defaultInitiatorName(): string {
+  return os.hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-') || 'localhost';
+}
+
+export class EmulatedBackend implements PrBackend {
+  readonly name = 'emulated' as const;
+  readonly store: EmulatedStore;
+  readonly initiator: TransportId;
+  /** The store's key for this host's rows. */
+  readonly initiatorKey: string;
+  private readonly unitAttentions: boolean;
+  private readonly maxRegistrations?: number;
+  private readonly listeners = new Set<(change: EmulatedChange) => void>();
+  private inFlight = 0;
+  private closed = false;
+
+  constructor(options: EmulatedBackendOptions) {
+    this.store = new EmulatedStore(options.statePath, { durable: options.durable });
+    this.initiator = initiatorTransportId(options.initiator ?? defaultInitiatorName());
+    this.initiatorKey = transportIdKey(this.initiator);
+    this.unitAttentions = options.unitAttentions ?? true;
+    this.maxRegistrations = options.maxRegistrations;
+    const paths = options.paths ?? 2;
+    if (!Number.isInteger(paths) || paths < 1 || paths > 64) throw new RangeError(`paths must be 1..64, got ${paths}`);
+    this.store.immediate(() => this.store.ensureHostPaths(this.initiatorKey, paths));
+  }
+
+  onChange(listener: (change: EmulatedChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options: ExecuteOptions = {}): Promise<ScsiResult> {
+    if (this.closed) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
+    const refused = refusePrOutOnReadOnly(device, cdb);
+    if (refused) return refused;
+    this.inFlight++;
+    try {
+      const lu = device.path;
+      const delayMs = this.store.luDelayMs(lu);
+      if (delayMs > 0) await sleep(delayMs, undefined, { signal: options.signal }).catch(() => undefined);
+      if (options.signal?.aborted) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
+      const outcome = this.store.immediate(() => this.executeInTransaction(lu, cdb, dataOut));
+      if (outcome.changed && cdb[0] === Opcode.PERSISTENT_RESERVE_OUT && outcome.result.status === Status.GOOD) {
+        this.emit({ lu, state: outcome.state, pathsUsed: outcome.pathsUsed });
+      }
+      return outcome.result;
+    } catch (err) {
+      // SQLITE_BUSY past the busy timeout, a corrupt state file, a full disk: nothing was
+      // committed, and the guest sees what a broken path to the array looks like.
+      return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private executeInTransaction(lu: string, cdb: Uint8Array, dataOut: Uint8Array): HostCommandOutcome {
+    const state = this.loadState(lu);
+    const host = this.host();
+    const known = this.store.hostKey(this.initiatorKey, lu);
+    const outcome = runHostCommand(state, host, known, cdb, dataOut, this.engineOptions());
+    if (outcome.changed) this.store.writeLuState(lu, serializeState(outcome.state));
+    if (outcome.knownKey === null) this.store.clearHostKey(this.initiatorKey, lu);
+    else if (outcome.knownKey) this.store.setHostKey(this.initiatorKey, lu, outcome.knownKey.key, outcome.knownKey.aptpl);
+    return outcome;
+  }
+
+  private loadState(lu: string): PrState {
+    const text = this.store.readLuState(lu);
+    return text === undefined ? initialState() : parseState(text);
+  }
+
+  private host(): SimulatedHost {
+    return { initiator: this.initiator, paths: this.store.hostPaths(this.initiatorKey) };
+  }
+
+  engineOptions(): EngineOptions {
+    const targetPorts = Array.from({ length: this.store.targetPortCount() }, (_, i) => i + 1);
+    const defaults = defaultEngineOptions(targetPorts);
+    return {
+      ...defaults,
+      unitAttentions: this.unitAttentions,
+      maxRegistrations: this.maxRegistrations ?? defaults.maxRegistrations,
+    };
+  }
+
+  /** The current PR state of an LU, read without changing anything. */
+  readState(lu: string): PrState {
+    return this.loadState(lu);
+  }
+
+  listDevices(): string[] {
+    return this.store.listLogicalUnits();
+  }
+
+  paths(initiatorKey = this.initiatorKey): HostPath[] {
+    return this.store.hostPaths(initiatorKey);
+  }
+
+  /** Fails or reinstates one of this host's paths; a reinstate re-registers known keys. */
+  setPathState(pathIndex: number, state: PathState): { changedLus: string[] } {
+    return setHostPathState(this.store, this.initiator, pathIndex, state, this.engineOptions());
+  }
+
+  private emit(change: EmulatedChange): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(change);
+      } catch {
+        // A broken observer (a D-Bus view, a log line) must never fail a command.
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    while (this.inFlight > 0) await sleep(5);
+    this.store.close();
+  }
+}
+
+/**
+ * Path fault injection for any host of the SAN, usable from another process than the
+ * daemon (the CLI's `emu path`). Reinstating a path does what multipathd does with a
+ * reservation key configured: re-register the host's key on it, in the same transaction.
+ */
+export function setHostPathState(
+  store: EmulatedStore,
+  initiator: TransportId,
+  pathIndex: number,
+  state: PathState,
+  options: EngineOptions,
+): { changedLus: string[] } {
+  const initiatorKey = transportIdKey(initiator);
+  return store.immediate(() => {
+    if (!store.setPathState(initiatorKey, pathIndex, state)) {
+      const count = store.hostPaths(initiatorKey).length;
+      throw new RangeError(
+        count === 0 ? `no host ${initiatorKey} in ${store.path}` : `host ${initiatorKey} has paths 0..${count - 1}, not ${pathIndex}`,
+      );
+    }
+    const changedLus: string[] = [];
+    if (state !== 'active') return { changedLus };
+    const host: SimulatedHost = { initiator, paths: store.hostPaths(initiatorKey) };
+    for (const lu of store.listLogicalUnits()) {
+      const text = store.readLuState(lu);
+      if (text === undefined) continue;
+      const result = reinstatePathRegistration(parseState(text), host, pathIndex, store.hostKey(initiatorKey, lu), options);
+      if (result.changed) {
+        store.writeLuState(lu, serializeState(result.state));
+        changedLus.push(lu);
+      }
+    }
+    return { changedLus };
+  });
+}

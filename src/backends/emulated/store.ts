@@ -1,0 +1,160 @@
+// The emulated SAN's state file. One SQLite database is one SAN: every LU's PR state,
+// every simulated host's paths, and the keys each host's "multipathd" remembers.
+// Several processes (several simulated hosts) may share one file; each command runs in
+// one BEGIN IMMEDIATE transaction, so commands from different processes serialise and
+// no update is lost. synchronous=FULL makes a commit durable before we reply GOOD.
+
+import Database from 'better-sqlite3';
+
+export type PathState = 'active' | 'failed';
+
+export interface HostPath {
+  readonly initiator: string;
+  /** 0-based path index; the path reaches the LU through relative target port index+1. */
+  readonly index: number;
+  readonly state: PathState;
+}
+
+export interface StoreOptions {
+  /** How long a command waits for another process's transaction, in ms. */
+  readonly busyTimeoutMs?: number;
+  /** Trade durability for speed; only for benchmarks and throwaway state. */
+  readonly durable?: boolean;
+}
+
+const SCHEMA_VERSION = 1;
+
+export class EmulatedStore {
+  readonly db: Database.Database;
+  readonly path: string;
+
+  constructor(path: string, options: StoreOptions = {}) {
+    this.path = path;
+    this.db = new Database(path);
+    this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 10_000}`);
+    if (path !== ':memory:') this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`synchronous = ${options.durable === false ? 'OFF' : 'FULL'}`);
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new Error(`state file ${this.path} has schema version ${version}; this mpath-pr understands up to ${SCHEMA_VERSION}`);
+    }
+    this.immediate(() => {
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS logical_unit (
+          id TEXT PRIMARY KEY,
+          state TEXT NOT NULL,
+          delay_ms INTEGER NOT NULL DEFAULT 0,
+          updated_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS host_path (
+          initiator TEXT NOT NULL,
+          path_index INTEGER NOT NULL,
+          state TEXT NOT NULL CHECK (state IN ('active', 'failed')),
+          PRIMARY KEY (initiator, path_index)
+        );
+        CREATE TABLE IF NOT EXISTS host_key (
+          initiator TEXT NOT NULL,
+          lu TEXT NOT NULL,
+          key TEXT NOT NULL,
+          aptpl INTEGER NOT NULL DEFAULT 0,
+          PRIMARY KEY (initiator, lu)
+        );
+      `);
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    });
+  }
+
+  /** Runs fn inside BEGIN IMMEDIATE ... COMMIT; an exception rolls everything back. */
+  immediate<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  readLuState(id: string): string | undefined {
+    const row = this.db.prepare('SELECT state FROM logical_unit WHERE id = ?').get(id) as { state: string } | undefined;
+    return row?.state;
+  }
+
+  writeLuState(id: string, state: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO logical_unit (id, state, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`,
+      )
+      .run(id, state, new Date().toISOString());
+  }
+
+  listLogicalUnits(): string[] {
+    return (this.db.prepare('SELECT id FROM logical_unit ORDER BY id').all() as { id: string }[]).map((r) => r.id);
+  }
+
+  luDelayMs(id: string): number {
+    const row = this.db.prepare('SELECT delay_ms FROM logical_unit WHERE id = ?').get(id) as { delay_ms: number } | undefined;
+    return row?.delay_ms ?? 0;
+  }
+
+  setLuDelayMs(id: string, initialState: string, delayMs: number): void {
+    this.db
+      .prepare(
+        `INSERT INTO logical_unit (id, state, delay_ms, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET delay_ms = excluded.delay_ms`,
+      )
+      .run(id, initialState, delayMs, new Date().toISOString());
+  }
+
+  /** Makes sure the host has paths 0..count-1; existing paths keep their state. */
+  ensureHostPaths(initiator: string, count: number): void {
+    const insert = this.db.prepare(`INSERT OR IGNORE INTO host_path (initiator, path_index, state) VALUES (?, ?, 'active')`);
+    for (let index = 0; index < count; index++) insert.run(initiator, index);
+  }
+
+  hostPaths(initiator: string): HostPath[] {
+    const rows = this.db
+      .prepare('SELECT initiator, path_index, state FROM host_path WHERE initiator = ? ORDER BY path_index')
+      .all(initiator) as { initiator: string; path_index: number; state: PathState }[];
+    return rows.map((r) => ({ initiator: r.initiator, index: r.path_index, state: r.state }));
+  }
+
+  hosts(): string[] {
+    return (this.db.prepare('SELECT DISTINCT initiator FROM host_path ORDER BY initiator').all() as { initiator: string }[]).map(
+      (r) => r.initiator,
+    );
+  }
+
+  /** The number of target ports the SAN exposes: enough for the host with the most paths. */
+  targetPortCount(): number {
+    const row = this.db.prepare('SELECT MAX(path_index) + 1 AS n FROM host_path').get() as { n: number | null };
+    return Math.max(1, row.n ?? 1);
+  }
+
+  setPathState(initiator: string, index: number, state: PathState): boolean {
+    return this.db.prepare('UPDATE host_path SET state = ? WHERE initiator = ? AND path_index = ?').run(state, initiator, index).changes === 1;
+  }
+
+  hostKey(initiator: string, lu: string): { key: bigint; aptpl: boolean } | undefined {
+    const row = this.db.prepare('SELECT key, aptpl FROM host_key WHERE initiator = ? AND lu = ?').get(initiator, lu) as
+      | { key: string; aptpl: number }
+      | undefined;
+    return row ? { key: BigInt(row.key), aptpl: row.aptpl !== 0 } : undefined;
+  }
+
+  setHostKey(initiator: string, lu: string, key: bigint, aptpl: boolean): void {
+    this.db
+      .prepare(
+        `INSERT INTO host_key (initiator, lu, key, aptpl) VALUES (?, ?, ?, ?)
+         ON CONFLICT (initiator, lu) DO UPDATE SET key = excluded.key, aptpl = excluded.aptpl`,
+      )
+      .run(initiator, lu, `0x${key.toString(16)}`, aptpl ? 1 : 0);
+  }
+
+  clearHostKey(initiator: string, lu: string): void {
+    this.db.prepare('DELETE FROM host_key WHERE initiator = ? AND lu = ?').run(initiator, lu);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
