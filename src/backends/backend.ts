@@ -4,7 +4,8 @@
 
 import type { ScsiResult } from '../scsi/sense';
 
-export type BackendName = 'emulated' | 'sg' | 'blkpr' | 'mpath';
+/** 'auto' is the device resolver (src/backends/resolve.ts), which picks one of the others per device. */
+export type BackendName = 'emulated' | 'sg' | 'blkpr' | 'mpath' | 'auto';
 
 /** What a backend needs to know about the device a command is for. */
 export interface DeviceHandle {

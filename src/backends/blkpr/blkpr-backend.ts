@@ -1,0 +1,138 @@
+// The block-layer backend: PR OUT through the kernel's IOC_PR_* ioctls (pr_ops of sd,
+// nvme and dm), PR IN through SG_IO because kernel 6.1 has no PR IN ioctls.
+//
+// On a dm map (kernel 6.1, drivers/md/dm.c):
+//   - REGISTER goes down every path of the table; if one path fails, dm unregisters the
+//     new key from every path again ("unregister all paths if we failed to register any
+//     path") and returns the first failure. A failed plain REGISTER can therefore remove a
+//     registration this nexus already had under that key.
+//   - RESERVE, RELEASE, PREEMPT and CLEAR go down the one path dm_prepare_ioctl picks.
+//     A RELEASE of a Write/Exclusive (not registrants-only, not all-registrants)
+//     reservation taken through another path is a no-op on the target (SPC: released only
+//     by the holding I_T nexus), and succeeds anyway. This is what the mpath backend fixes.
+// PR IN on a dm map is sent with SG_IO on the map itself (dm passes SG_IO to its current
+// path, the same path PR OUT uses); if that fails before reaching a device, each slave
+// path in /sys/dev/block/M:m/slaves whose SCSI state is "running" is tried in turn.
+// A device with no SG_IO at all (NVMe on 6.1) answers PR IN with INVALID OPERATION CODE.
+
+import * as fs from 'fs';
+import { prClear, prPreempt, prRegister, prRelease, prReserve, PR_FL_IGNORE_KEY, type BlockPrOutcome } from '../../../ffi/block-pr';
+import { Opcode, Status } from '../../scsi/constants';
+import { resultFromBlockPrReturn } from '../../scsi/errno-sense';
+import { checkCondition, Sense, statusOnly, type ScsiResult } from '../../scsi/sense';
+import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
+import { classifyDevice, decodeDevT, deviceKey, hostSysfs, readOnlyRefusal, type Sysfs } from '../resolve';
+import { DeviceQueue } from '../sg/device-queue';
+import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, validatePrCdb, type PassThroughOutcome } from '../sg/pass-through';
+import { translatePrOut, type BlockPrOperation } from './translate';
+
+export interface BlkprBackendOptions {
+  /** Timeout for the SG_IO used by PR IN, in ms. PR OUT ioctls use the kernel's own (sd: 30 s). */
+  readonly timeoutMs?: number;
+  readonly queue?: DeviceQueue;
+  /** Tests only: the root of a fake sysfs tree. */
+  readonly sysfs?: Sysfs;
+  /** Where slave path nodes live; tests only. */
+  readonly devDirectory?: string;
+}
+
+/** Runs one translated operation through the matching ioctl. */
+export function runBlockPrOperation(fd: number, operation: BlockPrOperation): Promise<BlockPrOutcome> {
+  switch (operation.op) {
+    case 'register':
+      return prRegister(fd, { oldKey: operation.oldKey, newKey: operation.newKey, flags: operation.ignoreExistingKey ? PR_FL_IGNORE_KEY : 0 });
+    case 'reserve':
+      return prReserve(fd, { key: operation.key, type: operation.type });
+    case 'release':
+      return prRelease(fd, { key: operation.key, type: operation.type });
+    case 'preempt':
+      return prPreempt(fd, { oldKey: operation.key, newKey: operation.victimKey, type: operation.type, abort: operation.abort });
+    case 'clear':
+      return prClear(fd, { key: operation.key });
+  }
+}
+
+export class BlkprBackend implements PrBackend {
+  readonly name = 'blkpr' as const;
+  readonly timeoutMs: number;
+  private readonly queue: DeviceQueue;
+  private readonly sysfs: Sysfs;
+  private readonly devDirectory: string;
+  private closed = false;
+
+  constructor(options: BlkprBackendOptions = {}) {
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_SG_TIMEOUT_MS;
+    if (!Number.isInteger(this.timeoutMs) || this.timeoutMs <= 0) throw new RangeError(`timeoutMs must be a positive integer, got ${this.timeoutMs}`);
+    this.queue = options.queue ?? new DeviceQueue();
+    this.sysfs = options.sysfs ?? hostSysfs;
+    this.devDirectory = options.devDirectory ?? '/dev';
+  }
+
+  async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult> {
+    if (this.closed) throw new Error('BlkprBackend is closed');
+    const invalid = validatePrCdb(cdb, dataOut);
+    if (invalid) return invalid;
+    const refusal = readOnlyRefusal(device, cdb);
+    if (refusal) return refusal;
+    if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
+    const cdbCopy = Uint8Array.from(cdb);
+    if (cdb[0] === Opcode.PERSISTENT_RESERVE_IN) {
+      return this.queue.run(deviceKey(device), () => this.prIn(device, cdbCopy), options?.signal);
+    }
+    const translation = translatePrOut(cdbCopy, dataOut);
+    if (!translation.ok) return translation.result;
+    const operation = translation.operation;
+    return this.queue.run(
+      deviceKey(device),
+      async () => {
+        let outcome: BlockPrOutcome;
+        try {
+          outcome = await runBlockPrOperation(device.fd, operation);
+        } catch {
+          return statusOnly(Status.TASK_SET_FULL); // koffi's async queue is full
+        }
+        return resultFromBlockPrReturn(outcome.ret, outcome.errno);
+      },
+      options?.signal,
+    );
+  }
+
+  private async prIn(device: DeviceHandle, cdb: Uint8Array): Promise<ScsiResult> {
+    const direct = await passThroughPr(device.fd, cdb, new Uint8Array(0), this.timeoutMs);
+    if (direct.errno === undefined) return direct.result;
+    const info = classifyDevice(device, this.sysfs);
+    if ((info.class !== 'dm-multipath' && info.class !== 'dm') || !info.rdev) return direct.result;
+    for (const slave of this.sysfs.slavesOf(info.rdev)) {
+      const state = this.sysfs.scsiState(slave);
+      if (state !== undefined && state !== 'running') continue;
+      const outcome = await this.prInOnSlave(slave, cdb);
+      if (outcome && outcome.errno === undefined) return outcome.result;
+    }
+    return direct.result;
+  }
+
+  /** Opens the slave's node read-only (checking it is the device sysfs names), sends, closes. */
+  private async prInOnSlave(name: string, cdb: Uint8Array): Promise<PassThroughOutcome | undefined> {
+    const expected = this.sysfs.blockRdev(name);
+    if (!expected) return undefined;
+    let handle: fs.promises.FileHandle;
+    try {
+      handle = await fs.promises.open(`${this.devDirectory}/${name}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    } catch {
+      return undefined;
+    }
+    try {
+      const st = await handle.stat({ bigint: true });
+      const rdev = decodeDevT(st.rdev);
+      if (!st.isBlockDevice() || rdev.major !== expected.major || rdev.minor !== expected.minor) return undefined;
+      return await passThroughPr(handle.fd, cdb, new Uint8Array(0), this.timeoutMs);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.queue.idle();
+  }
+}
