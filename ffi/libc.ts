@@ -87,6 +87,7 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SO_ERROR = 4;
 export const SO_PEERCRED = 17;
+export const SO_ACCEPTCONN = 30;
 export const SCM_RIGHTS = 1;
 export const MSG_CTRUNC = 0x8;
 export const MSG_TRUNC = 0x20;
@@ -372,6 +373,14 @@ export function getSocketError(fd: number): number {
   return value.readInt32LE(0);
 }
 
+/** SO_ACCEPTCONN: whether the socket is listening (used to vet an inherited fd). */
+export function isListening(fd: number): boolean {
+  const value = Buffer.alloc(4);
+  const length = [value.length];
+  check('getsockopt', () => c_getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, length), 'SO_ACCEPTCONN');
+  return value.readInt32LE(0) !== 0;
+}
+
 // ---------------------------------------------------------------------------------------
 // fcntl / statx
 
@@ -450,6 +459,8 @@ export interface ReadinessEvents {
 export interface ReadinessInterest {
   readonly readable?: boolean;
   readonly writable?: boolean;
+  /** EPOLLRDHUP: the peer closed or shut down its writing side. */
+  readonly disconnect?: boolean;
 }
 
 /**
@@ -483,8 +494,14 @@ export function watchFd(fd: number, interest: ReadinessInterest, onEvent: (error
     else onEvent(null, events);
   };
   let closed = false;
-  let active = Boolean(interest.readable || interest.writable);
-  const pollOptions = { readable: Boolean(interest.readable), writable: Boolean(interest.writable) };
+  const optionsOf = (wanted: ReadinessInterest) => ({
+    readable: Boolean(wanted.readable),
+    writable: Boolean(wanted.writable),
+    disconnect: Boolean(wanted.disconnect),
+  });
+  const wantsAny = (wanted: ReadinessInterest): boolean => Boolean(wanted.readable || wanted.writable || wanted.disconnect);
+  let active = wantsAny(interest);
+  const pollOptions = optionsOf(interest);
   // koffi.node.poll starts at once; with nothing to watch we start then stop, which keeps
   // one handle (and so one libuv watcher) per fd for the watcher's whole life.
   const handle = (koffi.node.poll as unknown as (fd: number, opts: ReadinessInterest, cb: typeof callback) => KoffiPollHandle | null)(
@@ -497,8 +514,8 @@ export function watchFd(fd: number, interest: ReadinessInterest, onEvent: (error
   return {
     update(next: ReadinessInterest): void {
       if (closed) return;
-      const wantActive = Boolean(next.readable || next.writable);
-      if (wantActive) handle.start({ readable: Boolean(next.readable), writable: Boolean(next.writable) }, callback);
+      const wantActive = wantsAny(next);
+      if (wantActive) handle.start(optionsOf(next), callback);
       else if (active) handle.stop();
       active = wantActive;
     },
