@@ -1,0 +1,233 @@
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Commands } from '../../src/multipathd/commands';
+import {
+  checkReply,
+  mapPaths,
+  MultipathdError,
+  parseDaemon,
+  parseMapJson,
+  parseMapsJson,
+  parseOk,
+  parsePathsTable,
+  parsePrKey,
+  parsePrStatus,
+  parseVersion,
+  versionAtLeast,
+  type MultipathdErrorKind,
+} from '../../src/multipathd/replies';
+
+const FIXTURES = path.resolve(__dirname, '../../../fixtures/multipathd');
+function fromSource(name: string): string {
+  return fs.readFileSync(path.join(FIXTURES, 'from-source', name), 'utf8');
+}
+
+function expectKind(fn: () => unknown, kind: MultipathdErrorKind): MultipathdError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).to.be.instanceOf(MultipathdError);
+    expect((err as MultipathdError).kind).to.equal(kind);
+    return err as MultipathdError;
+  }
+  throw new Error(`expected a MultipathdError of kind ${kind}`);
+}
+
+describe('multipathd replies (fixtures from the 0.9.4 sources)', function () {
+  describe('generic replies', function () {
+    it('accepts "ok\\n" for action commands and nothing else', function () {
+      expect(() => parseOk('setprstatus map mpatha', fromSource('ok.reply'))).not.to.throw();
+      expectKind(() => parseOk('setprstatus map mpatha', 'ok'), 'malformed');
+      expectKind(() => parseOk('setprstatus map mpatha', '0x1\n'), 'malformed');
+    });
+
+    it('classifies fail, timeout and permission replies of 0.9.4', function () {
+      const fail = expectKind(() => checkReply('fail path sdz', fromSource('fail.reply')), 'fail');
+      expect(fail.reason).to.equal(undefined);
+      expect(fail.reply).to.equal('fail\n');
+      expect(fail.command).to.equal('fail path sdz');
+      expectKind(() => checkReply('setprkey map mpatha key 0x1', fromSource('timeout.reply')), 'timeout');
+      expectKind(() => checkReply('setprstatus map mpatha', fromSource('permission-deny.reply')), 'permission');
+    });
+
+    it('classifies the 0.9.8+ forms, where every error starts with "fail\\n"', function () {
+      const withReason = expectKind(() => checkReply('getprkey map nope', 'fail\ndevice not found\n'), 'fail');
+      expect(withReason.reason).to.equal('device not found');
+      expectKind(() => checkReply('setprstatus map a', 'fail\ntimeout\n'), 'timeout');
+      expectKind(() => checkReply('setprstatus map a', 'fail\npermission deny: need to be root\n'), 'permission');
+      expectKind(() => checkReply('version', 'fail\n' + fromSource('version--unknown-command.reply')), 'unknown-command');
+    });
+
+    it('treats the command list after "<cmd>: not found" or "Missing argument" as unknown-command', function () {
+      const notFound = expectKind(() => checkReply('version', fromSource('version--unknown-command.reply')), 'unknown-command');
+      expect(notFound.reason).to.equal('version: not found');
+      const missing = expectKind(() => checkReply('show map', fromSource('show-map-missing-argument.reply')), 'unknown-command');
+      expect(missing.reason).to.equal('show map: Missing argument');
+    });
+
+    it('passes data replies through unchanged', function () {
+      expect(checkReply('show daemon', 'pid 1 idle\n')).to.equal('pid 1 idle\n');
+    });
+  });
+
+  describe('version detection', function () {
+    it('reads the version line that comes with the command list', function () {
+      const v = parseVersion(fromSource('version--unknown-command.reply'));
+      expect(v).to.deep.equal({ major: 0, minor: 9, patch: 4, text: 'multipath-tools v0.9.4 (12/19, 2022)' });
+      expect(versionAtLeast(v!, 0, 9, 4)).to.equal(true);
+      expect(versionAtLeast(v!, 0, 9, 5)).to.equal(false);
+      expect(versionAtLeast(v!, 0, 8, 9)).to.equal(true);
+      expect(versionAtLeast(v!, 1, 0, 0)).to.equal(false);
+    });
+
+    it('answers null when there is no version line', function () {
+      expect(parseVersion('ok\n')).to.equal(null);
+    });
+  });
+
+  describe('getprstatus', function () {
+    it('reads 0.9.4 answers, which are "0"/"1" without a newline', function () {
+      expect(parsePrStatus('getprstatus map mpatha', fromSource('getprstatus--unset.reply'))).to.equal('unset');
+      expect(parsePrStatus('getprstatus map mpatha', fromSource('getprstatus--set.reply'))).to.equal('set');
+    });
+
+    it('reads the 0.9.5+ words', function () {
+      expect(parsePrStatus('c', 'unset\n')).to.equal('unset');
+      expect(parsePrStatus('c', 'set\n')).to.equal('set');
+      expect(parsePrStatus('c', 'unknown\n')).to.equal('unknown');
+    });
+
+    it('rejects anything else', function () {
+      for (const bad of ['2', '0\n', 'yes\n', '', 'ok\n']) expectKind(() => parsePrStatus('c', bad), 'malformed');
+      expectKind(() => parsePrStatus('getprstatus map nope', 'fail\n'), 'fail');
+    });
+  });
+
+  describe('getprkey', function () {
+    it('reads none, a key, and a key with :aptpl', function () {
+      expect(parsePrKey('c', fromSource('getprkey--none.reply'))).to.equal(null);
+      expect(parsePrKey('c', fromSource('getprkey--key.reply'))).to.deep.equal({ key: 0x7a3f0001n, aptpl: false });
+      expect(parsePrKey('c', fromSource('getprkey--key-aptpl.reply'))).to.deep.equal({ key: 0xfedcba9876543210n, aptpl: true });
+    });
+
+    it('rejects keys that are too long or not hex', function () {
+      for (const bad of ['0x\n', '0x12345678901234567\n', '0xzz\n', '12\n', '0x12:aptpl:x\n', 'none']) expectKind(() => parsePrKey('c', bad), 'malformed');
+    });
+  });
+
+  describe('show daemon', function () {
+    it('reads pid and state', function () {
+      expect(parseDaemon('show daemon', fromSource('show-daemon--idle.reply'))).to.deep.equal({ pid: 812, state: 'idle' });
+      expect(parseDaemon('show daemon', fromSource('show-daemon--running.reply'))).to.deep.equal({ pid: 812, state: 'running' });
+      expect(parseDaemon('show daemon', 'pid 7 (null)\n')).to.deep.equal({ pid: 7, state: '(null)' });
+      expectKind(() => parseDaemon('show daemon', 'pid x idle\n'), 'malformed');
+    });
+  });
+
+  describe('show maps json / show map X json', function () {
+    it('reads every map with its path groups and paths', function () {
+      const maps = parseMapsJson(Commands.showMapsJson(), fromSource('show-maps-json.reply'));
+      expect(maps.map((m) => [m.name, m.uuid, m.sysfs])).to.deep.equal([
+        ['mpatha', '36001405a1b2c3d4e5f60718293a4b5c6', 'dm-0'],
+        ['mpathb', '36001405f0e1d2c3b4a5968778695a4b3', 'dm-1'],
+      ]);
+      expect(mapPaths(maps[0]).map((p) => [p.dev, p.dev_t, p.dm_st, p.chk_st, p.group])).to.deep.equal([
+        ['sda', '8:0', 'active', 'ready', 1],
+        ['sdb', '8:16', 'active', 'ready', 1],
+      ]);
+      expect(mapPaths(maps[1]).map((p) => [p.dev, p.dm_st, p.chk_st, p.group])).to.deep.equal([
+        ['sdc', 'active', 'ready', 1],
+        ['sdd', 'failed', 'faulty', 2],
+      ]);
+      expect(maps[1].features).to.equal('1 queue_if_no_path');
+    });
+
+    it('reads an empty map list', function () {
+      expect(parseMapsJson(Commands.showMapsJson(), fromSource('show-maps-json--no-maps.reply'))).to.deep.equal([]);
+    });
+
+    it('reads a single map', function () {
+      const map = parseMapJson(Commands.showMapJson('mpathb'), fromSource('show-map-mpathb-json.reply'));
+      expect(map.name).to.equal('mpathb');
+      expect(map.path_groups).to.have.length(2);
+    });
+
+    it('reports unescaped quotes (multipathd does not escape strings) as malformed', function () {
+      const broken = fromSource('show-maps-json.reply').replace('"prdisk0"', '"pr"disk0"');
+      expectKind(() => parseMapsJson('show maps json', broken), 'malformed');
+    });
+
+    it('rejects other JSON versions and shapes', function () {
+      expectKind(() => parseMapsJson('c', '{"major_version": 1, "maps": []}'), 'malformed');
+      expectKind(() => parseMapsJson('c', '{"major_version": 0}'), 'malformed');
+      expectKind(() => parseMapsJson('c', '{"major_version": 0, "maps": [{"name": "a"}]}'), 'malformed');
+      expectKind(() => parseMapJson('c', '[]'), 'malformed');
+      expectKind(() => parseMapJson('show map nope json', 'fail\n'), 'fail');
+    });
+  });
+
+  describe('show paths', function () {
+    it('reads the default table, cutting at the header columns (values contain spaces)', function () {
+      const paths = parsePathsTable('show paths', fromSource('show-paths.reply'));
+      expect(paths.map((p) => [p.device, p.devT, p.hcil, p.dmState, p.checkerState, p.devState, p.priority])).to.deep.equal([
+        ['sda', '8:0', '2:0:0:0', 'active', 'ready', 'running', 50],
+        ['sdb', '8:16', '3:0:0:0', 'active', 'ready', 'running', 50],
+        ['sdc', '8:32', '2:0:0:1', 'active', 'i/o pending', 'running', 50],
+        ['sdd', '8:48', '3:0:0:1', 'failed', 'faulty', 'offline', 10],
+        ['sde', '8:64', '4:0:0:0', 'undef', 'undef', 'unknown', -1],
+      ]);
+      expect(paths[2].columns.next_check).to.equal('XXXXXXXXXX 20/20');
+      expect(paths[0].wwid).to.equal(undefined);
+    });
+
+    it('reads the project format with the map alias and WWID', function () {
+      const paths = parsePathsTable(Commands.showPaths(), fromSource('show-paths-format.reply'));
+      expect(paths.map((p) => [p.device, p.multipath, p.wwid])).to.deep.equal([
+        ['sda', 'mpatha', '36001405a1b2c3d4e5f60718293a4b5c6'],
+        ['sdb', 'mpatha', '36001405a1b2c3d4e5f60718293a4b5c6'],
+        ['sdc', 'mpathb', '36001405f0e1d2c3b4a5968778695a4b3'],
+        ['sdd', 'mpathb', '36001405f0e1d2c3b4a5968778695a4b3'],
+        ['sde', '[orphan]', '36001405ffffffffffffffffffffffff0'],
+      ]);
+    });
+
+    it('reads "ok\\n" (no paths) as an empty list', function () {
+      expect(parsePathsTable('show paths', fromSource('show-paths--no-paths.reply'))).to.deep.equal([]);
+    });
+
+    it('matches multi-word headers whole', function () {
+      const text = 'dev host WWNN   dev_t\nsda [undef]     8:0  \n';
+      const [p] = parsePathsTable('show paths format "%d %N %D"', text);
+      expect(p.columns).to.deep.equal({ dev: 'sda', 'host WWNN': '[undef]', dev_t: '8:0' });
+    });
+
+    it('rejects a table without a dev column', function () {
+      expectKind(() => parsePathsTable('c', 'hcil\n1:0:0:0\n'), 'malformed');
+    });
+  });
+});
+
+// Lab captures: real replies of multipathd 0.9.4 dropped next to from-source/ by the lab.
+describe('multipathd replies (lab captures)', function () {
+  const captured = fs.existsSync(FIXTURES)
+    ? fs.readdirSync(FIXTURES).filter((f) => f.endsWith('.reply') || f.endsWith('.txt'))
+    : [];
+
+  it('has a parser for every captured reply it knows by name', function () {
+    // Registered below as they appear; an unknown file name is reported, not ignored.
+    const unknown = captured.filter((f) => !LAB_PARSERS.some(([pattern]) => pattern.test(f)));
+    expect(unknown, `no parser registered for: ${unknown.join(', ')}`).to.deep.equal([]);
+  });
+
+  for (const file of captured) {
+    const entry = LAB_PARSERS.find(([pattern]) => pattern.test(file));
+    if (!entry) continue;
+    it(`parses ${file}`, function () {
+      entry[1](fs.readFileSync(path.join(FIXTURES, file), 'utf8'));
+    });
+  }
+});
+
+// [file name pattern, check] for lab captures.
+const LAB_PARSERS: [RegExp, (reply: string) => void][] = [];
