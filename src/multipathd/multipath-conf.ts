@@ -28,7 +28,7 @@ export interface ReservationKeySetting {
   /** reservation_key lines that libmpathpersist 0.9.4 does not use. */
   readonly whereIgnored?: readonly IgnoredReservationKey[];
   /** reservation_key values multipath rejects (bad hex, too long); the previous value stays. */
-  readonly invalid?: readonly { readonly value: string; readonly line: number; readonly section: string }[];
+  readonly invalid?: readonly { readonly value: string; readonly line: number; readonly section: string; readonly reason: string }[];
 }
 
 const QUOTE = Symbol('quote');
@@ -158,7 +158,7 @@ export function readReservationKeySettingFromFiles(texts: readonly string[]): Re
   let key: bigint | undefined;
   let aptpl: boolean | undefined;
   const whereIgnored: IgnoredReservationKey[] = [];
-  const invalid: { value: string; line: number; section: string }[] = [];
+  const invalid: { value: string; line: number; section: string; reason: string }[] = [];
   for (const text of texts) {
     for (const f of scan(text)) {
       const section = f.section.join('/');
@@ -171,7 +171,15 @@ export function readReservationKeySettingFromFiles(texts: readonly string[]): Re
         }
         const parsed = parseReservationKeyValue(f.value);
         if (!parsed) {
-          invalid.push({ value: f.value, line: f.line, section });
+          invalid.push({ value: f.value, line: f.line, section, reason: 'not a hex key of at most 16 digits; multipath keeps the previous value' });
+          continue;
+        }
+        if (parsed.key === 0n) {
+          // multipathd treats a zero key as "no key" (update_map_pr, mpath_pr_event_handle).
+          invalid.push({ value: f.value, line: f.line, section, reason: 'a zero key means no key to multipathd' });
+          source = 'none';
+          key = undefined;
+          aptpl = undefined;
           continue;
         }
         source = 'key';
