@@ -126,6 +126,9 @@ export class PrHelperClient {
       }
     } catch (error) {
       connection.close();
+      if (error instanceof libc.SystemCallError && (error.code === 'EPIPE' || error.code === 'ECONNRESET')) {
+        throw new ConnectionClosedError(`server closed the connection (${error.code})`);
+      }
       throw error;
     }
   }

@@ -93,6 +93,12 @@ export class RequestParser {
     const bytes = chunk.bytes;
     let offset = 0;
     while (offset < bytes.length) {
+      // fds in a chunk that ends before the next CDB can only belong to the features word or
+      // a parameter list: refuse them before anything in the chunk is emitted.
+      if (unattributed.length > 0 && this.state !== 'cdb' && bytes.length - offset <= this.bytesWanted) {
+        const where = this.state === 'parameters' ? 'only parameter-list bytes' : 'no CDB bytes';
+        return [...events, this.violation('unexpected-fd', `fd received with ${where}`, unattributed)];
+      }
       if (this.state === 'features') {
         const take = Math.min(PR_HELPER_FEATURES_SIZE - this.filled, bytes.length - offset);
         bytes.copy(this.features, this.filled, offset, offset + take);

@@ -345,6 +345,19 @@ describe('protocol codec', () => {
         expect(error.fds).to.have.members([FD, FD + 1]);
       });
 
+      it('an fd with a complete parameter list: no request is emitted, both fds returned', () => {
+        const parser = new RequestParser();
+        const events = feed(parser, [
+          { bytes: FEATURES, fds: [] },
+          { bytes: cdbOf({ opcode: 0x5f, length: 24 }), fds: [FD] },
+          { bytes: Buffer.alloc(24), fds: [FD + 1] },
+        ]);
+        expect(requestsOf(events)).to.deep.equal([]);
+        const error = violationOf(events);
+        expect(error.violation).to.equal('unexpected-fd');
+        expect(error.fds).to.have.members([FD, FD + 1]);
+      });
+
       for (const opcode of [0x00, 0x12, 0x5d, 0x60, 0xa3, 0xff]) {
         it(`opcode 0x${opcode.toString(16)} (fd returned)`, () => {
           const parser = new RequestParser();
