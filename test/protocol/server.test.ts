@@ -158,6 +158,16 @@ describe('PrHelperServer', function () {
       expect(await raw.readExactly(104 + 16)).to.deep.equal(wireReply('GOOD, READ KEYS with one key'));
     });
 
+    it('accepts the fd on a later piece of the CDB than the first', async () => {
+      const raw = await rawClient();
+      const device = deviceFile('disk');
+      h.respond = async () => good(READ_KEYS_DATA);
+      await raw.send(readKeys().subarray(0, 6));
+      await raw.send(readKeys().subarray(6), [device.fd]);
+      expect(await raw.readExactly(120)).to.deep.equal(wireReply('GOOD, READ KEYS with one key'));
+      expect(h.calls[0].handle.path).to.equal(device.path);
+    });
+
     it('replies byte for byte as qemu-pr-helper lays them out', async () => {
       const raw = await rawClient();
       const device = deviceFile('disk');
