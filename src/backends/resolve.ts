@@ -53,8 +53,9 @@ export function readOnlyRefusal(device: DeviceHandle, cdb: Uint8Array): ScsiResu
 
 /** Linux dev_t decoding (glibc gnu_dev_major/minor). */
 export function decodeDevT(dev: bigint): Rdev {
-  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
-  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  // The (unsigned int) casts of gnu_dev_major/minor become the 32-bit masks here.
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & 0xfffff000n));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & 0xffffff00n));
   return { major, minor };
 }
 
@@ -220,16 +221,21 @@ export function classifyDevice(device: DeviceHandle, sysfs: Sysfs = hostSysfs): 
   } catch (err) {
     return { class: 'unknown', rdev: device.rdev, detail: `cannot stat: ${(err as Error).message}` };
   }
+  return classifyIdentity(identity, device.path, sysfs);
+}
+
+/** The classification step after fstat, separate so tests can feed a fake sysfs any dev_t. Never throws. */
+export function classifyIdentity(identity: FileIdentity, displayPath: string, sysfs: Sysfs = hostSysfs): DeviceInfo {
   try {
     switch (identity.kind) {
       case 'regular':
-        return { class: 'regular-file', detail: `regular file ${device.path}` };
+        return { class: 'regular-file', detail: `regular file ${displayPath}` };
       case 'block':
-        return classifyBlock(identity.rdev!, sysfs);
+        return identity.rdev ? classifyBlock(identity.rdev, sysfs) : { class: 'unknown', detail: 'block device without rdev' };
       case 'char':
-        return classifyChar(identity.rdev!, sysfs);
+        return identity.rdev ? classifyChar(identity.rdev, sysfs) : { class: 'unknown', detail: 'character device without rdev' };
       default:
-        return { class: 'not-a-device', detail: `${device.path} is neither a file nor a device` };
+        return { class: 'not-a-device', detail: `${displayPath} is neither a file nor a device` };
     }
   } catch (err) {
     return { class: 'unknown', rdev: identity.rdev, detail: `classification failed: ${(err as Error).message}` };

@@ -74,13 +74,14 @@ export class BlkprBackend implements PrBackend {
     if (invalid) return invalid;
     const refusal = readOnlyRefusal(device, cdb);
     if (refusal) return refusal;
-    if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     const cdbCopy = Uint8Array.from(cdb);
     if (cdb[0] === Opcode.PERSISTENT_RESERVE_IN) {
+      if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
       return this.queue.run(deviceKey(device), () => this.prIn(device, cdbCopy), options?.signal);
     }
     const translation = translatePrOut(cdbCopy, dataOut);
     if (!translation.ok) return translation.result;
+    if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     const operation = translation.operation;
     return this.queue.run(
       deviceKey(device),

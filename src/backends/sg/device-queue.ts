@@ -29,7 +29,17 @@ export class DeviceQueue {
           } catch (err) {
             promise = Promise.reject(err);
           }
-          promise.then(resolve, reject).finally(() => this.finish(key));
+          // Free the lane before the caller hears back, so the caller sees the queue as it is next.
+          promise.then(
+            (value) => {
+              this.finish(key);
+              resolve(value);
+            },
+            (err: unknown) => {
+              this.finish(key);
+              reject(err);
+            },
+          );
         },
       };
       const onAbort = (): void => {
