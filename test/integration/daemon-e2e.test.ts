@@ -1,0 +1,225 @@
+// End to end: real `mpath-pr serve` processes, real Unix sockets, real SCM_RIGHTS.
+
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import * as libc from '../../ffi/libc';
+import * as pr from '../../src/backends/pr-commands';
+import { PrType, Status } from '../../src/scsi/constants';
+import { Sense, senseMatches } from '../../src/scsi/sense';
+import { CLI, connectClient, eventually, executorFor, startServe, tempDir, type ServeProcess } from './serve-process';
+
+const run = promisify(execFile);
+
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let state: string;
+  let lu: string;
+  const daemons: ServeProcess[] = [];
+
+  beforeEach(() => {
+    dir = tempDir('mpath-pr-e2e-');
+    state = path.join(dir, 'san.db');
+    lu = path.join(dir, 'lu0.img');
+    fs.writeFileSync(lu, Buffer.alloc(4096));
+  });
+  afterEach(async () => {
+    for (const d of daemons.splice(0)) await d.stop('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function serve(initiator: string, paths = 2): Promise<ServeProcess> {
+    const d = await startServe({ dir, state, initiator, paths });
+    daemons.push(d);
+    return d;
+  }
+
+  it("runs fence_mpath's flow between two hosts that share one state file", async () => {
+    const hostA = await serve('node-a');
+    const hostB = await serve('node-b');
+    const fd = fs.openSync(lu, 'r+');
+    const clientA = await connectClient(hostA.socket);
+    const clientB = await connectClient(hostB.socket);
+    try {
+      const runA = executorFor(clientA, fd);
+      const runB = executorFor(clientB, fd);
+      await pr.register(runA, 0xa1n);
+      await pr.register(runB, 0xb1n);
+      expect((await pr.readKeys(runA)).keys).to.have.members([0xa1n, 0xa1n, 0xb1n, 0xb1n]);
+      await pr.reserve(runA, 0xa1n, PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY);
+      await pr.preempt(runB, 0xb1n, 0xa1n, PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY, true);
+      const keys = await pr.readKeys(runB);
+      expect(keys.keys).to.deep.equal([0xb1n, 0xb1n]);
+      const reservation = await pr.readReservation(runB);
+      expect(reservation.reservation).to.deep.include({ key: 0xb1n, type: PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY });
+      // The fenced host cannot come back with its old key.
+      const again = await pr.prOut(runA, { action: 'register', reservationKey: 0xa1n, serviceActionKey: 0xa2n });
+      expect(again.status === Status.RESERVATION_CONFLICT || senseMatches(again.sense, Sense.REGISTRATIONS_PREEMPTED)).to.equal(true);
+    } finally {
+      clientA.close();
+      clientB.close();
+      fs.closeSync(fd);
+    }
+    expect(hostA.logs()).to.match(/"action":"RESERVE".*"status":"GOOD"/);
+    expect(hostB.logs()).to.match(/"action":"PREEMPT AND ABORT".*"peer":|"peer":.*"action":"PREEMPT AND ABORT"/);
+  });
+
+  it('the CLI goes through the daemon with --socket and exits with sg3_utils codes', async () => {
+    const hostA = await serve('cli-a');
+    const hostB = await serve('cli-b');
+    expect((await cli(['out', '--register', '--param-sark', '0xaa', '--socket', hostA.socket, lu])).code).to.equal(0);
+    expect((await cli(['out', '--register', '--param-sark', '0xbb', '--socket', hostB.socket, lu])).code).to.equal(0);
+    expect((await cli(['out', '--reserve', '--param-rk', '0xaa', '--prout-type', '5', '--socket', hostA.socket, lu])).code).to.equal(0);
+    const conflict = await cli(['out', '--reserve', '--param-rk', '0xbb', '--prout-type', '5', '--socket', hostB.socket, lu]);
+    expect(conflict.code).to.equal(24);
+    expect(conflict.stderr).to.match(/Reservation conflict/);
+    const badType = await cli(['out', '--release', '--param-rk', '0xaa', '--prout-type', '3', '--socket', hostA.socket, lu]);
+    expect(badType.code).to.equal(5);
+    const shown = await cli(['in', '--read-reservation', '--socket', hostB.socket, lu]);
+    expect(shown.stdout).to.contain('Key=0xaa').and.to.contain('Write Exclusive, registrants only');
+    const json = JSON.parse((await cli(['in', '--read-keys', '--json', '--socket', hostB.socket, lu])).stdout);
+    expect(json.data.keys).to.have.members(['0xaa', '0xaa', '0xbb', '0xbb']);
+    const missing = await cli(['in', '--read-keys', '--socket', path.join(dir, 'nobody.sock'), lu]);
+    expect(missing.code).to.equal(15);
+    const usage = await cli(['out', '--register', '--reserve', lu]);
+    expect(usage.code).to.equal(1);
+  });
+
+  it('emu path fail/reinstate from another process is seen by the running daemon', async () => {
+    const host = await serve('faulty', 3);
+    const fd = fs.openSync(lu, 'r+');
+    const client = await connectClient(host.socket);
+    try {
+      const runOn = executorFor(client, fd);
+      const env = { MPATH_PR_STATE: state, MPATH_PR_INITIATOR: 'faulty' };
+      expect((await cli(['emu', 'path', 'fail', '--path', '1'], env)).code).to.equal(0);
+      await pr.register(runOn, 0x77n);
+      expect((await pr.readKeys(runOn)).keys).to.deep.equal([0x77n, 0x77n]);
+      const reinstated = await cli(['emu', 'path', 'reinstate', '--path', '1', '--json'], env);
+      expect(JSON.parse(reinstated.stdout).reregistered).to.deep.equal([lu]);
+      expect((await pr.readKeys(runOn)).keys).to.deep.equal([0x77n, 0x77n, 0x77n]);
+      const listed = await cli(['emu', 'path', 'list'], env);
+      expect(listed.stdout).to.match(/path 1 {2}target port 2 {2}active/);
+    } finally {
+      client.close();
+      fs.closeSync(fd);
+    }
+  });
+
+  it('50 concurrent clients lose nothing and leak no fd', async () => {
+    const host = await serve('busy');
+    const baseline = host.openFds();
+    const clients = await Promise.all(Array.from({ length: 50 }, () => connectClient(host.socket)));
+    const ROUNDS = 6;
+    await Promise.all(
+      clients.map(async (client, i) => {
+        for (let round = 0; round < ROUNDS; round++) {
+          const fd = fs.openSync(lu, 'r+');
+          try {
+            const runOn = executorFor(client, fd);
+            await pr.registerIgnore(runOn, BigInt(1 + i * 100 + round));
+            await pr.readKeys(runOn);
+          } finally {
+            fs.closeSync(fd);
+          }
+        }
+      }),
+    );
+    for (const client of clients) client.close();
+    const fd = fs.openSync(lu, 'r');
+    const observer = await connectClient(host.socket);
+    try {
+      // Each REGISTER AND IGNORE reached both paths of the host: two generations each.
+      expect((await pr.readKeys(executorFor(observer, fd))).generation).to.equal(50 * ROUNDS * 2);
+    } finally {
+      observer.close();
+      fs.closeSync(fd);
+    }
+    await eventually(() => host.openFds() === baseline, `daemon fds back to ${baseline} (now ${host.openFds()})`);
+  });
+
+  it('a client that drops mid-request does not disturb others and leaks no fd', async () => {
+    const host = await serve('drops');
+    const baseline = host.openFds();
+    const fd = fs.openSync(lu, 'r+');
+    try {
+      for (const cut of [3, 10, 16 + 5]) {
+        const sock = libc.unixStreamSocket({ nonBlocking: false });
+        expect(libc.connect(sock, host.socket)).to.equal('connected');
+        const features = libc.read(sock, 4);
+        expect(features).to.deep.equal(Buffer.alloc(4));
+        libc.write(sock, Buffer.alloc(4));
+        const { cdb, dataOut } = pr.buildPrOut({ action: 'register', serviceActionKey: 0x99n });
+        const request = Buffer.concat([cdb, Buffer.alloc(16 - cdb.length), dataOut]);
+        libc.sendmsg(sock, request.subarray(0, cut), [fd]);
+        libc.close(sock);
+      }
+      const client = await connectClient(host.socket);
+      try {
+        const keys = await pr.readKeys(executorFor(client, fd));
+        expect(keys.keys).to.deep.equal([]); // none of the torn REGISTERs ran
+      } finally {
+        client.close();
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    await eventually(() => host.openFds() === baseline, `daemon fds back to ${baseline} (now ${host.openFds()})`);
+  });
+
+  it('a slow device does not stall a command for another device', async () => {
+    const host = await serve('slowfast');
+    const slow = path.join(dir, 'slow.img');
+    fs.writeFileSync(slow, '');
+    expect((await cli(['emu', 'delay', slow, '--ms', '2500', '--state', state])).code).to.equal(0);
+    const slowFd = fs.openSync(slow, 'r+');
+    const fastFd = fs.openSync(lu, 'r+');
+    const slowClient = await connectClient(host.socket);
+    const fastClient = await connectClient(host.socket);
+    const order: string[] = [];
+    try {
+      const slowDone = pr.register(executorFor(slowClient, slowFd), 0x5n).then(() => order.push('slow'));
+      const fastDone = pr.register(executorFor(fastClient, fastFd), 0xfn).then(() => order.push('fast'));
+      await Promise.all([slowDone, fastDone]);
+      expect(order).to.deep.equal(['fast', 'slow']);
+    } finally {
+      slowClient.close();
+      fastClient.close();
+      fs.closeSync(slowFd);
+      fs.closeSync(fastFd);
+    }
+  });
+
+  it('SIGTERM lets an in-flight command finish and reply before the daemon exits 0', async () => {
+    const host = await serve('graceful');
+    expect((await cli(['emu', 'delay', lu, '--ms', '1500', '--state', state])).code).to.equal(0);
+    const fd = fs.openSync(lu, 'r+');
+    const client = await connectClient(host.socket);
+    try {
+      const pending = pr.prOut(executorFor(client, fd), { action: 'register', serviceActionKey: 0x42n });
+      await eventually(() => host.logs().includes('"connection":1'), 'the daemon to see the connection', 5_000).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const exit = host.stop('SIGTERM');
+      const result = await pending;
+      expect(result.status).to.equal(Status.GOOD);
+      expect(await exit).to.equal(0);
+    } finally {
+      client.close();
+      fs.closeSync(fd);
+    }
+    expect(fs.existsSync(host.socket)).to.equal(false);
+  });
+});
