@@ -106,24 +106,28 @@ export function describeSocketAddress(libraryBytes: Buffer | undefined, env: Nod
   };
 }
 
-/** Loads libmpathcmd once. Never throws; says why when it cannot. */
-export function loadLibmpathcmd(): LoadResult {
+/**
+ * Loads libmpathcmd once. Never throws; says why when it cannot. `soname` exists for tests
+ * of the failure reports; other names are not cached.
+ */
+export function loadLibmpathcmd(soname: string = LIBMPATHCMD_SONAME): LoadResult {
+  if (soname !== LIBMPATHCMD_SONAME) return tryLoad(soname);
   if (cached) return cached;
-  cached = tryLoad();
+  cached = tryLoad(soname);
   return cached;
 }
 
 type AsyncFn = { async: (...args: unknown[]) => void };
 
-function tryLoad(): LoadResult {
+function tryLoad(soname: string): LoadResult {
   let handle: LibraryHandle;
   let libc: LibraryHandle;
   try {
-    handle = koffi.load(LIBMPATHCMD_SONAME);
+    handle = koffi.load(soname);
   } catch (err) {
     return {
       ok: false,
-      reason: `${LIBMPATHCMD_SONAME} could not be loaded (${(err as Error).message}); install multipath-tools (Debian: apt-get install multipath-tools)`,
+      reason: `${soname} could not be loaded (${(err as Error).message}); install multipath-tools (Debian: apt-get install multipath-tools)`,
     };
   }
   try {
@@ -142,7 +146,7 @@ function tryLoad(): LoadResult {
     // The reply is malloc()ed by the library: release it with the same allocator.
     free = libc.func('void free(void *ptr)') as unknown as (ptr: bigint) => void;
   } catch (err) {
-    return { ok: false, reason: `${LIBMPATHCMD_SONAME} lacks a symbol: ${(err as Error).message}` };
+    return { ok: false, reason: `${soname} lacks a symbol: ${(err as Error).message}` };
   }
 
   const path = mappedPath('libmpathcmd');

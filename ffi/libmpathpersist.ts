@@ -564,31 +564,35 @@ function clampVerbosity(v: number | undefined): number {
   return v === undefined ? 0 : Math.max(0, Math.min(4, Math.trunc(v)));
 }
 
-/** Loads libmpathpersist once. Never throws; says why when it cannot. */
-export function loadLibmpathpersist(): LoadResult {
+/**
+ * Loads libmpathpersist once. Never throws; says why when it cannot. `soname` exists for
+ * tests of the failure reports; other names are not cached.
+ */
+export function loadLibmpathpersist(soname: string = LIBMPATHPERSIST_SONAME): LoadResult {
+  if (soname !== LIBMPATHPERSIST_SONAME) return tryLoad(soname);
   if (cached) return cached;
-  cached = tryLoad();
+  cached = tryLoad(soname);
   return cached;
 }
 
-function tryLoad(): LoadResult {
+function tryLoad(soname: string): LoadResult {
   if (process.arch !== 'x64' && process.arch !== 'arm64') {
     return { ok: false, reason: `struct layouts are declared for LP64 little-endian; this is ${process.arch}` };
   }
   let handle: LibraryHandle;
   try {
-    handle = koffi.load(LIBMPATHPERSIST_SONAME);
+    handle = koffi.load(soname);
   } catch (err) {
     return {
       ok: false,
-      reason: `${LIBMPATHPERSIST_SONAME} could not be loaded (${(err as Error).message}); install multipath-tools (Debian: apt-get install multipath-tools)`,
+      reason: `${soname} could not be loaded (${(err as Error).message}); install multipath-tools (Debian: apt-get install multipath-tools)`,
     };
   }
   const bind = <T>(signature: string): T | string => {
     try {
       return handle.func(signature) as unknown as T;
     } catch (err) {
-      return `${LIBMPATHPERSIST_SONAME} lacks a symbol: ${(err as Error).message}`;
+      return `${soname} lacks a symbol: ${(err as Error).message}`;
     }
   };
   const initFn = bind<() => number>('int libmpathpersist_init(void)');
@@ -601,7 +605,7 @@ function tryLoad(): LoadResult {
   );
   for (const f of [initFn, exitFn, inFn, outFn]) {
     if (typeof f === 'string') {
-      return { ok: false, reason: `${f} (libmpathpersist_init appeared in multipath-tools 0.8.x; this library is older or not multipath-tools')` };
+      return { ok: false, reason: `${f} (libmpathpersist_init appeared in multipath-tools 0.8.x; this library is older, or not multipath-tools)` };
     }
   }
   let abi: MpathPersistLib['abi'] = 'LIBMPATHPERSIST_2.1.0';
