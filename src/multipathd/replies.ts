@@ -54,7 +54,9 @@ function malformed(command: string, reply: string, reason: string): MultipathdEr
   return new MultipathdError({ command, kind: 'malformed', reply, reason });
 }
 
-const HELP_HEADLINE = /^[^\n]*: (not found|Missing argument|Not enough memory)\n/;
+// The headline is "<cmd>: not found\n"; the multipathd CLI sends its command with a trailing
+// " \n", so the headline can straddle two lines ("list commands \n: not found\n").
+const HELP_HEADLINE = /^([\s\S]*?): (not found|Missing argument|Not enough memory)\n/;
 
 /**
  * Turns the generic error replies into MultipathdError and returns anything else unchanged.
@@ -77,7 +79,7 @@ export function checkReply(command: string, reply: string): string {
   }
   const help = HELP_HEADLINE.exec(rest);
   if (help && rest.includes('CLI commands reference:')) {
-    return raise(new MultipathdError({ command, kind: 'unknown-command', reply, reason: help[0].trim() }));
+    return raise(new MultipathdError({ command, kind: 'unknown-command', reply, reason: `${help[1].trim()}: ${help[2]}` }));
   }
   if (failed) {
     const reason = rest.trim();

@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import * as fs from 'fs';
+import * as path from 'path';
 import {
   parseReservationKeyValue,
   readReservationKeySetting,
@@ -9,6 +11,11 @@ import {
 describe('multipath.conf reservation_key', function () {
   it('reads "file" from defaults{}', function () {
     expect(readReservationKeySetting('defaults {\n\tuser_friendly_names yes\n\treservation_key file\n}\n')).to.deep.equal({ source: 'file' });
+  });
+
+  it("reads the lab's multipath.conf (reservation_key file in defaults{})", function () {
+    const conf = fs.readFileSync(path.resolve(__dirname, '../../../fixtures/lab/multipath.conf'), 'utf8');
+    expect(readReservationKeySetting(conf)).to.deep.equal({ source: 'file' });
   });
 
   it('reads a fixed key, with and without :aptpl, 0x or not', function () {
