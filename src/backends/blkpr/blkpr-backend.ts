@@ -7,6 +7,8 @@
 //     path") and returns the first failure. A failed plain REGISTER can therefore remove a
 //     registration this nexus already had under that key.
 //   - RESERVE, RELEASE, PREEMPT and CLEAR go down the one path dm_prepare_ioctl picks.
+//   - A plain CHECK CONDITION (most often a pending UNIT ATTENTION) is retried, see
+//     PR_OUT_ATTEMPTS; on a dm map REGISTER, dm's rollback has run before the retry.
 //     A RELEASE of a Write/Exclusive (not registrants-only, not all-registrants)
 //     reservation taken through another path is a no-op on the target (SPC: released only
 //     by the holding I_T nexus), and succeeds anyway. This is what the mpath backend fixes.
@@ -34,6 +36,21 @@ export interface BlkprBackendOptions {
   readonly sysfs?: Sysfs;
   /** Where slave path nodes live; tests only. */
   readonly devDirectory?: string;
+}
+
+/**
+ * How often a PR OUT ioctl is tried when the target answers CHECK CONDITION. On 6.1,
+ * sd_pr_command does not retry a UNIT ATTENTION (6.9 added that, up to 5 times), and the
+ * ioctl discards the sense, so a pending unit attention (after another nexus's PREEMPT,
+ * CLEAR or RELEASE, or a path reset) fails the next PR OUT with nothing the client can act
+ * on. A target that answers CHECK CONDITION has not performed the command (SPC-4 and
+ * SAM-5: a unit attention is reported instead of running it), so sending it again is safe;
+ * a deterministic error such as ILLEGAL REQUEST just comes back again.
+ */
+export const PR_OUT_ATTEMPTS = 3;
+
+function isBareCheckCondition(ret: number): boolean {
+  return ret > 0 && (ret & 0xff) === Status.CHECK_CONDITION && ((ret >>> 16) & 0xff) === 0;
 }
 
 /** Runs one translated operation through the matching ioctl. */
@@ -87,10 +104,13 @@ export class BlkprBackend implements PrBackend {
       deviceKey(device),
       async () => {
         let outcome: BlockPrOutcome;
-        try {
-          outcome = await runBlockPrOperation(device.fd, operation);
-        } catch {
-          return statusOnly(Status.TASK_SET_FULL); // koffi's async queue is full
+        for (let attempt = 1; ; attempt++) {
+          try {
+            outcome = await runBlockPrOperation(device.fd, operation);
+          } catch {
+            return statusOnly(Status.TASK_SET_FULL); // koffi's async queue is full
+          }
+          if (!isBareCheckCondition(outcome.ret) || attempt >= PR_OUT_ATTEMPTS) break;
         }
         return resultFromBlockPrReturn(outcome.ret, outcome.errno);
       },
