@@ -3,7 +3,7 @@
 
 import { isPrType, PrType, LU_SCOPE } from '../scsi/constants';
 import { Sense, type SenseName } from '../scsi/sense';
-import { transportIdKey, type TransportId } from '../scsi/transport-id';
+import { encodeTransportId, transportIdKey, type TransportId } from '../scsi/transport-id';
 
 /** An I_T nexus: one initiator port talking to one target port of the LU. */
 export interface Nexus {
@@ -160,8 +160,15 @@ export function parseState(text: string): PrState {
     expect(typeof item === 'object' && item !== null, `${what} must be an object`);
     const r = item as Record<string, unknown>;
     expect(Number.isInteger(r.targetPort) && (r.targetPort as number) >= 1 && (r.targetPort as number) <= 0xffff, `${what}.targetPort must be 1..65535`);
+    const initiator = parseTransportIdJson(r.initiator, `${what}.initiator`);
+    try {
+      // The engine encodes these in READ FULL STATUS, so they must be representable.
+      encodeTransportId(initiator);
+    } catch (err) {
+      throw new StateFormatError(`${what}.initiator: ${(err as Error).message}`);
+    }
     const reg: Registration = {
-      initiator: parseTransportIdJson(r.initiator, `${what}.initiator`),
+      initiator,
       targetPort: r.targetPort as number,
       key: parseU64(r.key, `${what}.key`),
       allTgPt: parseBool(r.allTgPt, `${what}.allTgPt`),

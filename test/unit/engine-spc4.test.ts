@@ -670,6 +670,7 @@ describe('engine: SPC-4 persistent reservations', () => {
       ['a negative generation', (o) => ({ ...o, generation: -1 })],
       ['a numeric key', (o) => ({ ...o, registrations: [{ ...(o.registrations as object[])[0], key: 5 }] })],
       ['an unknown protocol', (o) => ({ ...o, registrations: [{ ...(o.registrations as object[])[0], initiator: { protocol: 'spi' } }] })],
+      ['an iSCSI name that cannot be encoded', (o) => ({ ...o, registrations: [{ ...(o.registrations as object[])[0], initiator: { protocol: 'iscsi', name: 'has space' } }] })],
       ['target port 0', (o) => ({ ...o, registrations: [{ ...(o.registrations as object[])[0], targetPort: 0 }] })],
       ['duplicate nexuses', (o) => ({ ...o, registrations: [(o.registrations as object[])[0], (o.registrations as object[])[0]] })],
       ['an unregistered holder', (o) => ({ ...o, reservation: { holder: 'iscsi:nobody@1', type: 1, scope: 0 } })],
