@@ -21,7 +21,7 @@ export function registrationsOf(state: PrState, initiatorKey: string): Registrat
 }
 
 /**
- * SPC-4 5.14.10 (spc4r37 5.13.10): for the all-registrants types every registered
+ * SPC-4 'Persistent reservation holder': for the all-registrants types every registered
  * I_T nexus is a reservation holder; otherwise only the nexus that reserved.
  */
 export function isReservationHolder(state: PrState, key: string): boolean {
@@ -37,7 +37,7 @@ export function readKeys(state: PrState): ReadKeysData {
 
 /**
  * READ RESERVATION. For the all-registrants types the RESERVATION KEY is zero
- * (SPC-4 6.13.3.3: "the RESERVATION KEY field shall be set to zero").
+ * (SPC-4 READ RESERVATION parameter data: "the RESERVATION KEY field shall be set to zero").
  */
 export function readReservation(state: PrState): ReadReservationData {
   const res = state.reservation;
@@ -54,7 +54,7 @@ export function readFullStatus(state: PrState): ReadFullStatusData {
       key: r.key,
       allTgPt: r.allTgPt,
       holder,
-      // SPC-4 6.13.5.2: SCOPE and TYPE are defined only when R_HOLDER is one.
+      // SPC-4 READ FULL STATUS: SCOPE and TYPE are defined only when R_HOLDER is one.
       scope: holder ? state.reservation!.scope : 0,
       type: holder ? state.reservation!.type : 0,
       relativeTargetPort: r.targetPort,
@@ -68,8 +68,7 @@ export type MediumAccessKind = 'read' | 'write';
 
 /**
  * Whether a READ or WRITE from `nexus` is allowed, per SPC-4 table 'SPC commands that
- * are allowed in the presence of various reservations' (spc4r37 table 46, READ and
- * WRITE rows). The holder is always allowed. Otherwise:
+ * are allowed in the presence of various reservations' (READ and WRITE rows). The holder is always allowed. Otherwise:
  *
  * | type  | read: registered / not | write: registered / not |
  * |-------|------------------------|-------------------------|

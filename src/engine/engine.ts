@@ -1,5 +1,6 @@
-// The SPC-4 persistent-reservation device server for one logical unit (SPC-4 5.14,
-// spc4r37 5.13, 6.13, 6.14). Deterministic and free of I/O: `execute` maps
+// The SPC-4 persistent-reservation device server for one logical unit (SPC-4
+// 'Persistent reservations' and the PERSISTENT RESERVE IN/OUT commands; clause titles
+// are cited rather than numbers, which differ between revisions). Deterministic and free of I/O: `execute` maps
 // (state, nexus, CDB, parameter list) to (new state, SCSI result). Where LIO
 // (drivers/target/target_core_pr.c) answers differently from SPC-4, SPC-4 wins and the
 // clause is cited next to the code.
@@ -51,7 +52,7 @@ export interface ExecuteOutcome {
 export function capabilities(options: EngineOptions, state?: PrState): Capabilities {
   return {
     replaceLostReservation: false, // REPLACE LOST RESERVATION is not implemented
-    // CRH describes how SPC-2 RESERVE(6)/RELEASE(6) interact with PRs (SPC-4 5.14.3);
+    // CRH describes how SPC-2 RESERVE(6)/RELEASE(6) interact with PRs ('Exceptions to SPC-2 RESERVE and RELEASE behavior');
     // the engine implements neither command, so it cannot claim that handling.
     crh: false,
     sipC: true,
@@ -115,7 +116,7 @@ class Draft {
 
   /**
    * Removes registrations, and with them the reservation when its holder goes
-   * (SPC-4 5.14.11.2.3 / spc4r37 5.13.11.2.3) or when an all-registrants reservation
+   * (SPC-4 'Releasing persistent reservations and removing registrations') or when an all-registrants reservation
    * loses its last registrant. Returns the keys actually removed.
    */
   unregister(keys: ReadonlySet<string>, releaseNotice: boolean): string[] {
@@ -125,11 +126,11 @@ class Draft {
     const res = this.reservation;
     if (!res) return removed;
     if (res.holder === ALL_REGISTRANTS) {
-      // "the reservation shall be released when the last registration is removed" (spc4r37 5.13.11.2.3)
+      // An all-registrants reservation ends with its last registrant (same clause).
       if (this.registrations.length === 0) this.reservation = null;
     } else if (keys.has(res.holder)) {
       this.reservation = null;
-      // spc4r37 5.13.11.2.3: a WE-RO or EA-RO reservation released by unregistering its
+      // Same clause: a WE-RO or EA-RO reservation released by unregistering its
       // holder gives every remaining registrant RESERVATIONS RELEASED.
       if (releaseNotice && (res.type === PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY || res.type === PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY)) {
         for (const r of this.registrations) this.addUnitAttention(registrationKey(r), 'RESERVATIONS_RELEASED');
@@ -226,13 +227,13 @@ function prOut(state: PrState, nexus: Nexus, cdb: Uint8Array, dataOut: Uint8Arra
   const usesTypeAndScope =
     action === PrOutAction.RESERVE || action === PrOutAction.RELEASE || action === PrOutAction.PREEMPT || action === PrOutAction.PREEMPT_AND_ABORT;
   if (usesTypeAndScope && (scope !== LU_SCOPE || !isPrType(type))) {
-    // SPC-4 6.14.2: only LU_SCOPE is defined; obsolete and reserved types are invalid.
+    // SPC-4 PERSISTENT RESERVE OUT CDB: only LU_SCOPE is defined; obsolete and reserved types are invalid.
     return fail(Sense.INVALID_FIELD_IN_CDB);
   }
 
   if (action === PrOutAction.REGISTER_AND_MOVE) return registerAndMove(state, nexus, data, options);
 
-  // SPC-4 6.14.3: "If the SPEC_I_PT bit is set to one for any service action except the
+  // SPC-4 basic PR OUT parameter list: "If the SPEC_I_PT bit is set to one for any service action except the
   // REGISTER service action, then the command shall be terminated with ... INVALID FIELD
   // IN PARAMETER LIST." Checked before the length rules, which depend on SPEC_I_PT.
   const specIPT = (data[20] & 0x08) !== 0;
@@ -274,7 +275,7 @@ function withinResources(draft: Draft, options: EngineOptions): boolean {
 }
 
 /**
- * REGISTER and REGISTER AND IGNORE EXISTING KEY (SPC-4 5.14.7, tables 'Register
+ * REGISTER and REGISTER AND IGNORE EXISTING KEY (SPC-4 'Registering', tables 'Register
  * behaviors for a REGISTER service action' and '... REGISTER AND IGNORE EXISTING KEY').
  *
  * ALL_TG_PT=1 applies the operation (new key, or unregistering) to this initiator
@@ -282,10 +283,10 @@ function withinResources(draft: Draft, options: EngineOptions): boolean {
  * receiving nexus only. With ALL_TG_PT=0 only the receiving nexus changes.
  *
  * PRgeneration counts every successful REGISTER/REGISTER AND IGNORE, including the
- * "do nothing" case of an unregistered nexus with SARK=0: SPC-4 6.13.2 says the
+ * "do nothing" case of an unregistered nexus with SARK=0: SPC-4 (READ KEYS, PRGENERATION) says the
  * counter is incremented "every time a PERSISTENT RESERVE OUT command requests a
  * REGISTER … service action", excluding only failed commands. (LIO returns before
- * incrementing in that case.) The APTPL bit of any successful one is recorded (5.14.5:
+ * incrementing in that case.) The APTPL bit of any successful one is recorded ('Preserving persistent reservations and registrations':
  * "the most recently received valid APTPL value … shall govern").
  */
 function register(state: PrState, nexus: Nexus, p: PrOutParameters, ignoreKey: boolean, options: EngineOptions): Step {
@@ -315,7 +316,7 @@ function register(state: PrState, nexus: Nexus, p: PrOutParameters, ignoreKey: b
       }
       for (const n of ownNexuses) draft.upsert(n, p.serviceActionKey, p.allTgPt, p.aptpl);
       for (const n of listed) draft.upsert(n, p.serviceActionKey, p.allTgPt, p.aptpl);
-      // All or nothing (SPC-4 5.14.7: "no registrations shall be made").
+      // All or nothing (SPC-4 'Registering': "no registrations shall be made").
       if (!withinResources(draft, options)) return fail(Sense.INSUFFICIENT_REGISTRATION_RESOURCES);
     }
   } else {
@@ -335,7 +336,7 @@ function register(state: PrState, nexus: Nexus, p: PrOutParameters, ignoreKey: b
   return success(draft);
 }
 
-/** RESERVE (SPC-4 5.14.9). Not counted in PRgeneration. */
+/** RESERVE (SPC-4 'Reserving'). Not counted in PRgeneration. */
 function reserve(state: PrState, nexus: Nexus, p: PrOutParameters, type: number, scope: number, options: EngineOptions): Step {
   const self = nexusKey(nexus);
   const reg = findRegistration(state, self);
@@ -352,7 +353,7 @@ function reserve(state: PrState, nexus: Nexus, p: PrOutParameters, type: number,
   return success(draft);
 }
 
-/** RELEASE (SPC-4 5.14.11.2.2). Not counted in PRgeneration. */
+/** RELEASE (SPC-4 'Releasing'). Not counted in PRgeneration. */
 function release(state: PrState, nexus: Nexus, p: PrOutParameters, type: number, scope: number, options: EngineOptions): Step {
   const self = nexusKey(nexus);
   const reg = findRegistration(state, self);
@@ -377,7 +378,7 @@ function release(state: PrState, nexus: Nexus, p: PrOutParameters, type: number,
   return success(draft);
 }
 
-/** CLEAR (SPC-4 5.14.11.2.6): every registration and the reservation go. */
+/** CLEAR (SPC-4 'Clearing'): every registration and the reservation go. */
 function clear(state: PrState, nexus: Nexus, p: PrOutParameters, options: EngineOptions): Step {
   const self = nexusKey(nexus);
   const reg = findRegistration(state, self);
@@ -394,7 +395,7 @@ function clear(state: PrState, nexus: Nexus, p: PrOutParameters, options: Engine
 }
 
 /**
- * PREEMPT and PREEMPT AND ABORT (SPC-4 5.14.11.2.4, figure 'Device server
+ * PREEMPT and PREEMPT AND ABORT (SPC-4 'Preempting', figure 'Device server
  * interpretation of PREEMPT service action').
  */
 function preempt(state: PrState, nexus: Nexus, p: PrOutParameters, type: number, scope: number, options: EngineOptions): Step {
@@ -406,7 +407,7 @@ function preempt(state: PrState, nexus: Nexus, p: PrOutParameters, type: number,
   const res = state.reservation;
 
   /**
-   * "Removing registrations" (5.14.11.2.4.3): every I_T nexus registered with SARK goes,
+   * "Removing registrations": every I_T nexus registered with SARK goes,
    * the sender's too if its key matches (as LIO does); RESERVATION CONFLICT when none.
    */
   const removeRegistrationsOnly = (): Step => {
@@ -418,7 +419,7 @@ function preempt(state: PrState, nexus: Nexus, p: PrOutParameters, type: number,
     return success(draft);
   };
 
-  /** "Preempting persistent reservations" (5.14.11.2.4.2): the sender takes over with the new type and scope. */
+  /** "Preempting persistent reservations": the sender takes over with the new type and scope. */
   const preemptReservation = (removeKeys: Set<string>, old: Reservation): Step => {
     removeKeys.delete(self);
     draft.reservation = null; // released first, so unregistering does not add RESERVATIONS RELEASED
@@ -459,7 +460,7 @@ function preempt(state: PrState, nexus: Nexus, p: PrOutParameters, type: number,
 }
 
 /**
- * REGISTER AND MOVE (SPC-4 5.14.8 'Registering and moving the reservation', table
+ * REGISTER AND MOVE (SPC-4 'Registering and moving the reservation', table
  * 'Register behaviors for a REGISTER AND MOVE service action'). The CDB's SCOPE and TYPE
  * are ignored; the reservation keeps its own.
  */

@@ -1,4 +1,4 @@
-// PERSISTENT RESERVE IN / OUT command descriptor blocks (SPC-4 6.13.1 and 6.14.1).
+// PERSISTENT RESERVE IN / OUT command descriptor blocks (SPC-4).
 // Pure codecs: no validation of the opcode beyond what the encoder writes; callers
 // that receive CDBs from the wire check cdb[0] first and then decode.
 
@@ -83,7 +83,7 @@ export function encodePrOutCdb(cdb: {
 /**
  * Decodes a PR OUT CDB; the opcode is assumed to have been checked already.
  *
- * SPC-4 (6.14.1, table 171) defines PARAMETER LIST LENGTH as 32 bits in bytes 5..8,
+ * SPC-4 (PERSISTENT RESERVE OUT command) defines PARAMETER LIST LENGTH as 32 bits in bytes 5..8,
  * and that is what is decoded here. qemu-pr-helper reads only bytes 7..8
  * (scsi_cdb_xfer treats 0x5F like any 10-byte CDB) and its wire protocol refuses
  * anything above 8192 bytes, so a length with bytes 5..6 set is one qemu would

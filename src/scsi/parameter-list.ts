@@ -1,4 +1,4 @@
-// PERSISTENT RESERVE OUT parameter lists (SPC-4 6.14.3 basic, 6.14.4 REGISTER AND MOVE).
+// PERSISTENT RESERVE OUT parameter lists (SPC-4: the basic list and the REGISTER AND MOVE list).
 // Decoders return a sense condition instead of throwing, so a device server can hand
 // it straight back as CHECK CONDITION.
 
@@ -61,7 +61,7 @@ export function encodePrOutParameters(p: PrOutParameters): Buffer {
 }
 
 /**
- * Decodes the basic PR OUT parameter list. Length rules (SPC-4 6.14.3):
+ * Decodes the basic PR OUT parameter list. Length rules (SPC-4 'Basic PERSISTENT RESERVE OUT parameter list'):
  * - fewer than 24 bytes: PARAMETER LIST LENGTH ERROR;
  * - SPEC_I_PT=0: "the parameter list shall be 24 bytes in length", otherwise
  *   PARAMETER LIST LENGTH ERROR;
@@ -130,7 +130,7 @@ export function encodeRegisterAndMoveParameters(p: RegisterAndMoveParameters): B
  * Decodes the REGISTER AND MOVE parameter list. Fewer than 24 bytes, or 24 +
  * TRANSPORTID PARAMETER DATA LENGTH not equal to the list length, is PARAMETER LIST
  * LENGTH ERROR (LIO: INVALID FIELD IN PARAMETER LIST for the mismatch). The list carries
- * exactly one TransportID (SPC-4 6.14.4); a malformed one, none, or bytes left over
+ * exactly one TransportID (SPC-4 'PERSISTENT RESERVE OUT specifying REGISTER AND MOVE'); a malformed one, none, or bytes left over
  * after it are INVALID FIELD IN PARAMETER LIST.
  */
 export function decodeRegisterAndMoveParameters(data: Uint8Array): ParameterDecodeResult<RegisterAndMoveParameters> {

@@ -1,8 +1,10 @@
-// PERSISTENT RESERVE IN parameter data (SPC-4 6.13.2 to 6.13.5).
-// Every encoder builds the whole response and then cuts it to the allocation length,
-// so the header keeps reporting the full length ("the device server shall not adjust
-// the additional length to reflect truncation", SPC-4 4.2.5.6). Decoders accept
-// truncated data, decode the items that are wholly present, and say so.
+// PERSISTENT RESERVE IN parameter data (SPC-4: READ KEYS, READ RESERVATION, REPORT
+// CAPABILITIES, READ FULL STATUS).
+// Every encoder builds the whole response and then cuts it to the allocation length;
+// the header keeps reporting the full length (SPC-4: the ADDITIONAL LENGTH is not
+// altered by the allocation length), which is how initiators learn to ask again with
+// a bigger buffer. Decoders accept truncated data, decode the items that are wholly
+// present, and say so.
 
 import { PrType } from './constants';
 import { decodeTransportId, encodeTransportId, type TransportId } from './transport-id';
@@ -36,7 +38,7 @@ function header(generation: number, additionalLength: number): Buffer {
   return out;
 }
 
-// ---- READ KEYS (6.13.2) ----
+// ---- READ KEYS ----
 
 export interface ReadKeysData {
   generation: number;
@@ -60,7 +62,7 @@ export function decodeReadKeys(data: Uint8Array): InDataDecodeResult<ReadKeysDat
   return { ok: true, value: { generation: buf.readUInt32BE(0), keys }, truncated: keys.length * 8 < additionalLength };
 }
 
-// ---- READ RESERVATION (6.13.3) ----
+// ---- READ RESERVATION ----
 
 export interface ReadReservationData {
   generation: number;
@@ -92,12 +94,12 @@ export function decodeReadReservation(data: Uint8Array): InDataDecodeResult<Read
   };
 }
 
-// ---- REPORT CAPABILITIES (6.13.4) ----
+// ---- REPORT CAPABILITIES ----
 
 export interface Capabilities {
   /** RLR_C: REPLACE LOST RESERVATION supported. */
   replaceLostReservation?: boolean;
-  /** CRH: compatible reservation handling (SPC-2 RESERVE/RELEASE exceptions, 5.14.3). */
+  /** CRH: compatible reservation handling (the SPC-2 RESERVE/RELEASE exceptions). */
   crh: boolean;
   /** SIP_C: SPEC_I_PT supported. */
   sipC: boolean;
@@ -107,7 +109,7 @@ export interface Capabilities {
   ptplC: boolean;
   /** TMV: the type mask is valid. */
   tmv: boolean;
-  /** ALLOW COMMANDS, 3 bits (SPC-4 table 176). */
+  /** ALLOW COMMANDS, 3 bits. */
   allowCommands: number;
   /** PTPL_A: persist through power loss is active. */
   ptplA: boolean;
@@ -115,7 +117,7 @@ export interface Capabilities {
   types: number[];
 }
 
-/** PERSISTENT RESERVATION TYPE MASK bits (bytes 4..5 as a BE16), SPC-4 table 177. */
+/** PERSISTENT RESERVATION TYPE MASK bits (bytes 4..5 as a BE16). */
 export const TYPE_MASK_BITS: ReadonlyArray<readonly [number, number]> = [
   [PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS, 0x8000],
   [PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, 0x4000],
@@ -169,7 +171,7 @@ export function decodeReportCapabilities(data: Uint8Array): InDataDecodeResult<C
   };
 }
 
-// ---- READ FULL STATUS (6.13.5) ----
+// ---- READ FULL STATUS ----
 
 export interface FullStatusDescriptor {
   key: bigint;

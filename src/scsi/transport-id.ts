@@ -1,4 +1,4 @@
-// SCSI TransportIDs (SPC-4 7.6.4) for the three protocols a PR initiator is named by
+// SCSI TransportIDs (SPC-4 'TransportID identifiers') for the three protocols a PR initiator is named by
 // here: Fibre Channel, SAS and iSCSI. Pure codecs; the decoder never throws.
 
 import { ProtocolId } from './constants';
@@ -11,9 +11,9 @@ export type TransportId =
 
 export type DecodedTransportId = { ok: true; id: TransportId; length: number } | { ok: false; reason: string };
 
-/** FC and SAS TransportIDs are always 24 bytes (SPC-4 tables 455 and 461). */
+/** FC and SAS TransportIDs are always 24 bytes. */
 export const FIXED_TRANSPORT_ID_LENGTH = 24;
-/** SPC-4 7.6.4.6: the iSCSI ADDITIONAL LENGTH is at least 20 and a multiple of 4. */
+/** SPC-4 (iSCSI TransportID): the iSCSI ADDITIONAL LENGTH is at least 20 and a multiple of 4. */
 export const ISCSI_MIN_ADDITIONAL_LENGTH = 20;
 /**
  * Largest iSCSI ADDITIONAL LENGTH accepted. qemu-pr-helper refuses more than 252
@@ -35,7 +35,7 @@ function isValidIscsiName(name: string): boolean {
 }
 
 function isValidIsid(isid: string): boolean {
-  // The ISID is 6 bytes, written as 12 hexadecimal characters (SPC-4 7.6.4.6).
+  // The ISID is 6 bytes, written as 12 hexadecimal characters.
   return /^[0-9a-fA-F]{12}$/.test(isid);
 }
 

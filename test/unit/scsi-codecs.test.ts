@@ -46,10 +46,10 @@ const ascii = (text: string): string => Buffer.from(text, 'ascii').toString('hex
 
 // ---- golden vectors, written out from SPC-4's tables ----
 
-/** FC TransportID (SPC-4 table 455): byte 0 = 00h, N_PORT_NAME at bytes 8..15. */
+/** FC TransportID: byte 0 = 00h, N_PORT_NAME at bytes 8..15. */
 const FC_ID: TransportId = { protocol: 'fc', portName: 0x21000024ff000001n };
 const FC_BYTES = hex(`00 ${zeros(7)} | 21 00 00 24 ff 00 00 01 | ${zeros(8)}`);
-/** SAS TransportID (table 461): byte 0 = 06h, SAS ADDRESS at bytes 4..11. */
+/** SAS TransportID: byte 0 = 06h, SAS ADDRESS at bytes 4..11. */
 const SAS_ID: TransportId = { protocol: 'sas', sasAddress: 0x500605b000000001n };
 const SAS_BYTES = hex(`06 00 00 00 | 50 06 05 b0 00 00 00 01 | ${zeros(12)}`);
 /** iSCSI device name (format 00b): 05h, ADDITIONAL LENGTH 20 (the minimum), NUL padded. */
@@ -242,7 +242,7 @@ describe('scsi codecs', () => {
   });
 
   describe('PR OUT parameter lists', () => {
-    it('encodes the basic list (SPC-4 table 172): keys, then flags in byte 20', () => {
+    it('encodes the basic list: keys, then flags in byte 20', () => {
       const bytes = hex(`01 23 45 67 89 ab cd ef | 11 22 33 44 55 66 77 88 | 00 00 00 00 | 05 00 00 00`);
       const params: PrOutParameters = {
         reservationKey: 0x0123456789abcdefn,
@@ -293,7 +293,7 @@ describe('scsi codecs', () => {
       });
     }
 
-    it('encodes REGISTER AND MOVE (SPC-4 table 174): UNREG/APTPL in byte 17, RTPI in 18..19', () => {
+    it('encodes REGISTER AND MOVE: UNREG/APTPL in byte 17, RTPI in 18..19', () => {
       const bytes = Buffer.concat([hex(`00 00 00 00 00 00 00 01 | 00 00 00 00 00 00 00 02 | 00 03 00 02 | 00 00 00 18`), ISCSI_NAME_BYTES]);
       const params: RegisterAndMoveParameters = { reservationKey: 1n, serviceActionKey: 2n, unreg: true, aptpl: true, relativeTargetPort: 2, transportId: ISCSI_NAME_ID };
       expect(encodeRegisterAndMoveParameters(params)).to.deep.equal(bytes);
@@ -367,7 +367,7 @@ describe('scsi codecs', () => {
   });
 
   describe('PR IN data', () => {
-    it('READ KEYS golden vector (SPC-4 table 165)', () => {
+    it('READ KEYS golden vector', () => {
       const bytes = hex(`00 00 00 05 00 00 00 10 | 00 00 00 00 00 00 00 aa | 00 00 00 00 00 00 00 bb`);
       expect(encodeReadKeys({ generation: 5, keys: [0xaan, 0xbbn] }, 8192)).to.deep.equal(bytes);
       expect(decodeReadKeys(bytes)).to.deep.equal({ ok: true, value: { generation: 5, keys: [0xaan, 0xbbn] }, truncated: false });
@@ -384,7 +384,7 @@ describe('scsi codecs', () => {
       expect(encodeReadKeys({ generation: 1, keys: [1n] }, 0).length).to.equal(0);
     });
 
-    it('READ RESERVATION golden vectors, with and without a reservation (table 167)', () => {
+    it('READ RESERVATION golden vectors, with and without a reservation', () => {
       const held = hex(`00 00 00 01 00 00 00 10 | 00 00 00 00 00 00 00 ab | 00 00 00 00 | 00 | 05 | 00 00`);
       expect(encodeReadReservation({ generation: 1, reservation: { key: 0xabn, scope: 0, type: 5 } }, 100)).to.deep.equal(held);
       expect(decodeReadReservation(held)).to.deep.equal({ ok: true, value: { generation: 1, reservation: { key: 0xabn, scope: 0, type: 5 } }, truncated: false });
@@ -396,7 +396,7 @@ describe('scsi codecs', () => {
       expect(decodeReadReservation(cut)).to.deep.equal({ ok: true, value: { generation: 1 }, truncated: true });
     });
 
-    it('REPORT CAPABILITIES golden vector: LIO-like bits and the 0xEA01 type mask (table 175)', () => {
+    it('REPORT CAPABILITIES golden vector: LIO-like bits and the 0xEA01 type mask', () => {
       const caps: Capabilities = {
         replaceLostReservation: false,
         crh: true,
@@ -415,7 +415,7 @@ describe('scsi codecs', () => {
       expect(encodeReportCapabilities(caps, 4)).to.deep.equal(hex('00 08 1d 91'));
     });
 
-    it('READ FULL STATUS golden vector (tables 168 and 169)', () => {
+    it('READ FULL STATUS golden vector', () => {
       const descriptor: FullStatusDescriptor = { key: 0xabn, allTgPt: false, holder: true, scope: 0, type: 1, relativeTargetPort: 1, transportId: FC_ID };
       const bytes = Buffer.concat([
         hex(`00 00 00 02 00 00 00 30 | 00 00 00 00 00 00 00 ab | 00 00 00 00 | 01 | 01 | 00 00 00 00 | 00 01 | 00 00 00 18`),
