@@ -503,6 +503,17 @@ export function patchProutPointers(layout: ProutLayout, baseAddress: bigint): vo
   for (const p of layout.pointers) layout.bytes.writeBigUInt64LE(baseAddress + BigInt(p.target), p.at);
 }
 
+/**
+ * A fresh struct prout_param_descriptor block, pointers filled, ready to pass as the
+ * `paramp` argument. koffi hands a Buffer argument over by address without copying, so the
+ * pointers patched here point into the very block the library receives.
+ */
+export function prepareProutBlock(params: ProutParams): Buffer {
+  const layout = layoutProutParam(params);
+  patchProutPointers(layout, koffi.address(layout.bytes));
+  return layout.bytes;
+}
+
 // ---------------------------------------------------------------------------------------
 // Loading and calling
 
@@ -600,7 +611,7 @@ function tryLoad(soname: string): LoadResult {
   const inFn = bind<(fd: number, sa: number, resp: Buffer, noisy: number, verbose: number) => number>(
     'int mpath_persistent_reserve_in(int fd, int rq_servact, void *resp, int noisy, int verbose)',
   );
-  const outFn = bind<(fd: number, sa: number, scope: number, type: number, paramp: bigint, noisy: number, verbose: number) => number>(
+  const outFn = bind<(fd: number, sa: number, scope: number, type: number, paramp: Buffer, noisy: number, verbose: number) => number>(
     'int mpath_persistent_reserve_out(int fd, int rq_servact, int rq_scope, unsigned int rq_type, void *paramp, int noisy, int verbose)',
   );
   for (const f of [initFn, exitFn, inFn, outFn]) {
@@ -618,7 +629,7 @@ function tryLoad(soname: string): LoadResult {
   const init = initFn as () => number;
   const exit = exitFn as () => number;
   const reserveInNative = inFn as (fd: number, sa: number, resp: Buffer, noisy: number, verbose: number) => number;
-  const reserveOutNative = outFn as (fd: number, sa: number, scope: number, type: number, paramp: bigint, noisy: number, verbose: number) => number;
+  const reserveOutNative = outFn as (fd: number, sa: number, scope: number, type: number, paramp: Buffer, noisy: number, verbose: number) => number;
 
   const lib: MpathPersistLib = {
     path: mappedPath('libmpathpersist'),
@@ -638,19 +649,15 @@ function tryLoad(soname: string): LoadResult {
       return { rc, data: decoded };
     },
     reserveOut(request) {
-      const layout = layoutProutParam(request.params);
-      patchProutPointers(layout, koffi.address(layout.bytes));
       const rc = reserveOutNative(
         request.fd,
         request.serviceAction,
         request.scope,
         request.type,
-        koffi.address(layout.bytes),
+        prepareProutBlock(request.params),
         request.noisy ? 1 : 0,
         clampVerbosity(request.verbose),
       );
-      // Keep the block alive across the native call (the pointer alone does not).
-      layout.bytes[0] |= 0;
       return { rc };
     },
   };

@@ -28,6 +28,7 @@ import {
   PrinResp,
   PrinResvDescr,
   PrintFullDescrList,
+  prepareProutBlock,
   PROUT_TRNPTID_LIST_OFFSET,
   ProutParamDescriptor,
   RFSTAT_LIBRARY_ALLOCATION,
@@ -106,7 +107,7 @@ constant('MPATH_PROTOCOL_ID_ISCSI', MPATH_PROTOCOL_ID.ISCSI);
 constant('MPATH_PROTOCOL_ID_SAS', MPATH_PROTOCOL_ID.SAS);
 constant('MPATH_WWUI_PORT_IDENTIFIER', MPATH_WWUI_PORT_IDENTIFIER);
 
-function compileAndRun(): Map<string, number> {
+function requireHeader(): void {
   if (!fs.existsSync(HEADER)) {
     throw new Error(
       `${HEADER} is missing: the libmpathpersist struct layouts cannot be checked. ` +
@@ -114,18 +115,26 @@ function compileAndRun(): Map<string, number> {
         'other distributions: device-mapper-multipath-devel / libmpathpersist-dev).',
     );
   }
+}
+
+function gcc(args: string[]): void {
+  try {
+    execFileSync('gcc', args, { stdio: 'pipe' });
+  } catch (err) {
+    const e = err as { code?: string; stderr?: Buffer };
+    if (e.code === 'ENOENT') throw new Error('gcc is not installed; install it with `apt-get install -y gcc` to check the libmpathpersist layouts');
+    throw new Error(`gcc ${args.join(' ')} failed:\n${e.stderr?.toString() ?? String(err)}`);
+  }
+}
+
+function compileAndRun(): Map<string, number> {
+  requireHeader();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-layout-'));
   try {
     const lines = probes.map((p, i) => `  printf("%d %ld\\n", ${i}, (long)(${p.c}));`);
     const source = ['#include <stddef.h>', '#include <stdio.h>', `#include <mpath_persist.h>`, 'int main(void) {', ...lines, '  return 0;', '}', ''].join('\n');
     fs.writeFileSync(path.join(dir, 'layout.c'), source);
-    try {
-      execFileSync('gcc', ['-std=gnu11', '-o', path.join(dir, 'layout'), path.join(dir, 'layout.c')], { stdio: 'pipe' });
-    } catch (err) {
-      const e = err as { code?: string; stderr?: Buffer };
-      if (e.code === 'ENOENT') throw new Error('gcc is not installed; install it with `apt-get install -y gcc` to check the libmpathpersist layouts');
-      throw new Error(`compiling the layout probe failed:\n${e.stderr?.toString() ?? String(err)}`);
-    }
+    gcc(['-std=gnu11', '-o', path.join(dir, 'layout'), path.join(dir, 'layout.c')]);
     const out = execFileSync(path.join(dir, 'layout'), { encoding: 'utf8' });
     const result = new Map<string, number>();
     for (const line of out.trim().split('\n')) {
@@ -171,5 +180,62 @@ describe('libmpathpersist layouts against the installed <mpath_persist.h>', func
     const lastEntryEnd = 8 + koffi.sizeof(PrinFullDescr) * iterations;
     const lastPointerEnd = FULLDESCR_DESCRIPTORS_OFFSET + 8 * iterations;
     expect(RFSTAT_RESPONSE_BYTES).to.be.at.least(Math.max(lastEntryEnd, lastPointerEnd, RFSTAT_LIBRARY_ALLOCATION));
+  });
+});
+
+// C code reads a block built by prepareProutBlock() through the header's own struct and the
+// trnptid_list pointers, as libmpathpersist's format_transportids() does.
+const PROUT_PROBE = String.raw`
+#include <stdio.h>
+#include <string.h>
+#include <mpath_persist.h>
+int describe(struct prout_param_descriptor *p, char *out, int size) {
+  int n = snprintf(out, size, "key=%02x%02x sa_key=%02x%02x flags=%u n=%u",
+                   p->key[6], p->key[7], p->sa_key[6], p->sa_key[7], p->sa_flags, p->num_transportid);
+  for (unsigned i = 0; i < p->num_transportid; i++) {
+    struct transportid *t = p->trnptid_list[i];
+    if (t->protocol_id == MPATH_PROTOCOL_ID_ISCSI)
+      n += snprintf(out + n, size - n, " [fmt=%02x proto=%u len=%u name=%s]", t->format_code, t->protocol_id,
+                    (t->iscsi_name[0] << 8) | t->iscsi_name[1], (char *)&t->iscsi_name[2]);
+    else
+      n += snprintf(out + n, size - n, " [fmt=%02x proto=%u addr=%02x%02x..%02x]", t->format_code, t->protocol_id,
+                    t->sas_address[0], t->sas_address[1], t->sas_address[7]);
+  }
+  return n;
+}
+`;
+
+describe('libmpathpersist PR OUT block as C sees it', function () {
+  it('C follows the trnptid_list pointers of a prepared block to the transport IDs', function () {
+    this.timeout(60000);
+    requireHeader();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-prout-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'probe.c'), PROUT_PROBE);
+      const lib = path.join(dir, 'probe.so');
+      gcc(['-std=gnu11', '-shared', '-fPIC', '-o', lib, path.join(dir, 'probe.c')]);
+      const handle = koffi.load(lib);
+      const describe = handle.func('int describe(void *p, _Out_ uint8_t *out, int size)');
+      const iscsi = Buffer.alloc(2 + 24);
+      iscsi.writeUInt16BE(24, 0);
+      iscsi.write('iqn.2026-11.lab:host', 2);
+      const block = prepareProutBlock({
+        key: 0xabcdn,
+        serviceActionKey: 0x1234n,
+        flags: 0x09,
+        transportIds: [
+          { formatCode: 0, protocolId: 6, name: Buffer.from('5000c50012345678', 'hex') },
+          { formatCode: 0x40, protocolId: 5, name: iscsi },
+        ],
+      });
+      const out = Buffer.alloc(512);
+      const n = describe(block, out, out.length) as number;
+      handle.unload();
+      expect(out.subarray(0, n).toString()).to.equal(
+        'key=abcd sa_key=1234 flags=9 n=2 [fmt=00 proto=6 addr=5000..78] [fmt=40 proto=5 len=24 name=iqn.2026-11.lab:host]',
+      );
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
