@@ -216,6 +216,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
       expectStatus(await out(sg, a, { action: 'register', serviceActionKey: KEY_A }), Status.GOOD, 'register A again');
       expectStatus(await out(sg, b, { action: 'reserve', reservationKey: KEY_B, type: PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY }), Status.GOOD, 'reserve');
       expectStatus(await out(sg, a, { action: 'clear', reservationKey: KEY_A }), Status.GOOD, 'clear');
+      await drainAll(); // B holds a RESERVATIONS PREEMPTED unit attention now
       expect(readKeys(pathB).keys).to.deep.equal([]);
       expect(readReservation(pathB).holder).to.equal(undefined);
     });
@@ -257,9 +258,13 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
       expect(readKeys(pathA).generation).to.equal(generation);
     });
 
-    it("a CHECK CONDITION loses its sense in the kernel: RELEASE with the wrong type → I/O PROCESS TERMINATED", async function () {
-      // The target answers ILLEGAL REQUEST / INVALID RELEASE OF PERSISTENT RESERVATION; 6.1's sd keeps that to dmesg.
-      expectSense(await out(blkpr, a, { action: 'release', reservationKey: KEY_A, type: PrType.EXCLUSIVE_ACCESS }), Sense.IO_ERROR, 'release, wrong type');
+    it('a CHECK CONDITION loses its sense in the kernel: PREEMPT of key 0 → I/O PROCESS TERMINATED', async function () {
+      // Through SG_IO the target's own answer is visible: ILLEGAL REQUEST / INVALID FIELD IN PARAMETER LIST
+      // (a zero service action key preempts nothing unless the reservation is all-registrants)...
+      const request: PrOutRequest = { action: 'preempt', reservationKey: KEY_A, serviceActionKey: 0n, type: PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY };
+      expectSense(await out(sg, a, request), Sense.INVALID_FIELD_IN_PARAMETER_LIST, 'PREEMPT key 0 through SG_IO');
+      // ...but 6.1's sd_pr_command keeps the sense to dmesg and returns only the status byte.
+      expectSense(await out(blkpr, a, request), Sense.IO_ERROR, 'PREEMPT key 0 through IOC_PR_PREEMPT');
       expect(readReservation(pathA).holder).to.deep.equal({ key: KEY_A, type: PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY });
     });
 
@@ -325,6 +330,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
       expect(readReservation(pathB).holder).to.deep.equal({ key: 0n, type: PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS });
       expect((await prReadReservation(onMap())).reservation?.type).to.equal(PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS);
       expectStatus(await prOut(onMap(), { action: 'release', reservationKey: KEY_M, type: PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS }), Status.GOOD, 'release');
+      await drainAll(); // releasing an all-registrants reservation gives the other path RESERVATIONS RELEASED
       expect(readReservation(pathB).holder).to.equal(undefined);
     });
 
@@ -348,6 +354,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
     it('CLEAR through the map', async function () {
       expectStatus(await prOut(onMap(), { action: 'register', serviceActionKey: KEY_M }), Status.GOOD, 'register');
       expectStatus(await prOut(onMap(), { action: 'clear', reservationKey: KEY_M }), Status.GOOD, 'clear');
+      await drainAll(); // the path that did not carry the CLEAR holds a unit attention now
       expect(readKeys(pathB).keys).to.deep.equal([]);
     });
   });
