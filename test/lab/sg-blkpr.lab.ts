@@ -387,6 +387,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
           Status.GOOD,
           'preempt-abort by A',
         );
+        await drainUnitAttentions(hostB.fd); // host B was preempted: REGISTRATIONS PREEMPTED
         expect(readKeys(hostBDevice).keys).to.deep.equal(topology.pathDevices.map(() => KEY_M));
         expect(readReservation(hostBDevice).holder?.type).to.equal(PrType.EXCLUSIVE_ACCESS);
         clearLu(pathA);
