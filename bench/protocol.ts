@@ -1,0 +1,235 @@
+// Protocol round trips over a real Unix socket: our daemon (a child process) and Debian's
+// qemu-pr-helper answering the same client loop on the same regular file, plus the
+// daemons' memory. Clients run in worker_threads (see protocol-worker.ts).
+
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
+import { PrHelperClient } from '../src/protocol/client';
+import { buildPrOut } from '../src/backends/pr-commands';
+import { statusName } from '../src/scsi/constants';
+import { percentiles, readCpuTimeUs, readProcStatus, REPO_ROOT, round, throughput, type Metric } from './measure';
+import type { FromWorker, ProtocolOp, ToWorker, WorkerSetup } from './protocol-worker';
+
+export type ServerKind = 'ours' | 'ours-tmpfs' | 'peer';
+
+export interface ServerHandle {
+  readonly kind: ServerKind;
+  readonly pid: number;
+  readonly socketPath: string;
+  readonly command: string;
+  readonly logPath: string;
+  stop(): Promise<void>;
+}
+
+export const PEER_BINARY = '/usr/bin/qemu-pr-helper';
+
+async function waitUntilServing(child: ChildProcess, socketPath: string, logPath: string): Promise<void> {
+  let exit: string | undefined;
+  child.once('exit', (code, signal) => (exit = `exited (code ${code}, signal ${signal})`));
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (exit) throw new Error(`server ${exit} before serving; log ${logPath}:\n${readTail(logPath)}`);
+    if (fs.existsSync(socketPath)) {
+      const client = new PrHelperClient({ connectAttempts: 1 });
+      try {
+        await client.connect(socketPath);
+        client.close();
+        return;
+      } catch {
+        client.close();
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`server did not accept on ${socketPath} within 15 s; log ${logPath}:\n${readTail(logPath)}`);
+    await sleep(50);
+  }
+}
+
+function readTail(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(-15).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+async function startProcess(kind: ServerKind, file: string, args: string[], socketPath: string, logPath: string): Promise<ServerHandle> {
+  const log = fs.openSync(logPath, 'w');
+  const child = spawn(file, args, { stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  if (child.pid === undefined) {
+    await new Promise((resolve) => child.once('error', resolve));
+    throw new Error(`cannot start ${file}`);
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const handle: ServerHandle = {
+    kind,
+    pid: child.pid,
+    socketPath,
+    logPath,
+    command: [file, ...args].join(' '),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const timedOut = await Promise.race([exited.then(() => false), sleep(5000).then(() => true)]);
+      if (timedOut) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+  try {
+    await waitUntilServing(child, socketPath, logPath);
+  } catch (error) {
+    await handle.stop();
+    throw error;
+  }
+  return handle;
+}
+
+/** Our daemon with the emulated backend, production settings (durable state, info log to a file). */
+export function startOurs(kind: 'ours' | 'ours-tmpfs', dir: string, stateDir: string): Promise<ServerHandle> {
+  const socketPath = path.join(dir, `${kind}.sock`);
+  const cli = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'mpath-pr.js');
+  const args = [cli, 'serve', '--backend', 'emulated', '--socket', socketPath, '--state', path.join(stateDir, `${kind}-state.db`), '--initiator', 'bench'];
+  return startProcess(kind, process.execPath, args, socketPath, path.join(dir, `${kind}.log`));
+}
+
+/** Debian's qemu-pr-helper in the foreground (7.2 has no -q; it is quiet unless tracing). */
+export function startPeer(dir: string): Promise<ServerHandle> {
+  const socketPath = path.join(dir, 'peer.sock');
+  return startProcess('peer', PEER_BINARY, ['-k', socketPath, '-f', path.join(dir, 'peer.pid')], socketPath, path.join(dir, 'peer.log'));
+}
+
+export function peerVersion(): string | null {
+  try {
+    return execFileSync(PEER_BINARY, ['--version'], { encoding: 'utf8' }).split('\n')[0].trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Registers a key so READ KEYS has something to return (our daemon; the peer just fails it). */
+export async function seedRegistration(server: ServerHandle, devicePath: string): Promise<void> {
+  const client = new PrHelperClient();
+  const fd = fs.openSync(devicePath, 'r+');
+  try {
+    await client.connect(server.socketPath);
+    const { cdb, dataOut } = buildPrOut({ action: 'register-ignore', serviceActionKey: 0xbe7cn });
+    await client.execute(fd, cdb, dataOut);
+  } finally {
+    client.close();
+    fs.closeSync(fd);
+  }
+}
+
+export interface ClientLayout {
+  readonly workers: number;
+  readonly connectionsPerWorker: number;
+}
+
+export interface RunSpec {
+  readonly server: ServerHandle;
+  readonly op: ProtocolOp;
+  readonly layout: ClientLayout;
+  readonly devicePath: string;
+  readonly seconds: number;
+  readonly warmupSeconds: number;
+  /** Called every 100 ms while commands run (RSS sampling). */
+  readonly onTick?: () => void;
+}
+
+const OP_LABEL: Record<ProtocolOp, string> = { 'pr-in': 'PR IN READ KEYS', 'pr-out': 'PR OUT REGISTER AND IGNORE' };
+
+export function runId(kind: ServerKind, op: ProtocolOp, layout: ClientLayout): string {
+  const clients = layout.workers * layout.connectionsPerWorker;
+  return `protocol.${kind}.${op}.c${clients}${layout.workers > 1 ? `.${layout.workers}-threads` : ''}`;
+}
+
+/**
+ * Runs one client configuration against one server: client-side throughput and latency,
+ * and the server's CPU time per command (warm-up included on both sides of the division).
+ */
+export async function runClients(spec: RunSpec): Promise<Metric> {
+  const { layout } = spec;
+  const workerFile = path.join(__dirname, 'protocol-worker.js');
+  const workers: Worker[] = [];
+  const results: Extract<FromWorker, { type: 'done' }>[] = [];
+  let tick: NodeJS.Timeout | undefined;
+  let cpuBefore: number | null = null;
+  let cpuAfter: number | null = null;
+  try {
+    const ready: Promise<void>[] = [];
+    const done: Promise<void>[] = [];
+    for (let i = 0; i < layout.workers; i++) {
+      const setup: WorkerSetup = { socketPath: spec.server.socketPath, devicePath: spec.devicePath, connections: layout.connectionsPerWorker, op: spec.op, workerIndex: i };
+      const worker = new Worker(workerFile, { workerData: setup });
+      workers.push(worker);
+      let markReady!: () => void;
+      ready.push(new Promise<void>((resolve) => (markReady = resolve)));
+      done.push(
+        new Promise<void>((resolve, reject) => {
+          worker.on('message', (message: FromWorker) => {
+            if (message.type === 'ready') markReady();
+            else if (message.type === 'done') {
+              results.push(message);
+              resolve();
+            } else reject(new Error(`client worker ${i}: ${message.message}`));
+          });
+          worker.once('error', reject);
+          worker.once('exit', (code) => reject(new Error(`client worker ${i} exited with ${code} before reporting`)));
+        }),
+      );
+      // A worker that fails during connect never becomes ready: surface its error instead of hanging.
+      done[i].catch(() => markReady());
+    }
+    await Promise.all(ready);
+    const go: ToWorker = { type: 'go', warmupMs: spec.warmupSeconds * 1000, durationMs: spec.seconds * 1000 };
+    if (spec.onTick) tick = setInterval(spec.onTick, 100);
+    cpuBefore = readCpuTimeUs(spec.server.pid);
+    for (const worker of workers) worker.postMessage(go);
+    await Promise.all(done);
+    cpuAfter = readCpuTimeUs(spec.server.pid);
+  } finally {
+    if (tick) clearInterval(tick);
+    await Promise.all(workers.map((worker) => worker.terminate()));
+  }
+
+  const ops = results.reduce((sum, r) => sum + r.ops, 0);
+  const elapsedMs = Math.max(...results.map((r) => r.elapsedMs));
+  const latencies = new Float64Array(ops);
+  let at = 0;
+  for (const r of results) {
+    latencies.set(r.latenciesUs, at);
+    at += r.latenciesUs.length;
+  }
+  const statuses: Record<string, number> = {};
+  for (const r of results) for (const [status, n] of Object.entries(r.statuses)) statuses[statusName(Number(status))] = (statuses[statusName(Number(status))] ?? 0) + n;
+  const failure = results.find((r) => r.firstFailure)?.firstFailure;
+  const clients = layout.workers * layout.connectionsPerWorker;
+  const id = runId(spec.server.kind, spec.op, layout);
+  const label = `${spec.server.kind}: ${OP_LABEL[spec.op]}, ${clients} client${clients > 1 ? 's' : ''} (${layout.workers} thread${layout.workers > 1 ? 's' : ''} x ${layout.connectionsPerWorker})`;
+  const served = ops + results.reduce((sum, r) => sum + r.warmupOps, 0);
+  return throughput({
+    id,
+    section: 'protocol',
+    label,
+    ops,
+    elapsedMs,
+    latency: percentiles(latencies),
+    cpuUsPerOp: cpuBefore === null || cpuAfter === null || served === 0 ? undefined : round((cpuAfter - cpuBefore) / served, 1),
+    statuses,
+    note: failure ? `first non-GOOD reply: ${failure}` : undefined,
+  });
+}
+
+/** Tracks the largest VmRSS seen for a pid while a run is loaded. */
+export class RssSampler {
+  maxRssKb = 0;
+  constructor(readonly pid: number) {}
+  sample(): void {
+    const status = readProcStatus(this.pid);
+    if (status && status.vmRssKb > this.maxRssKb) this.maxRssKb = status.vmRssKb;
+  }
+}
