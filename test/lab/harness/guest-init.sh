@@ -49,5 +49,24 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labout /newroot/lab \
 [ -f "/newroot$stage2" ] || fail "stage 2 script $stage2 not found on the host root"
 
 for fs in /proc /sys /dev; do mount --move "$fs" "/newroot$fs" || fail "move $fs"; done
+
+# Chores stage 2 would otherwise pay a dynamically linked exec over 9p for
+# (costly under TCG): the usual mounts, the hostname, lo. Stage 2 also gets
+# this static busybox (in RAM) for its own small commands.
+mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "mount /run"
+mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "mount /tmp"
+mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/run/lock /newroot/run/lab-bin
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts || fail "mount /dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm || fail "mount /dev/shm"
+mount -t configfs configfs /newroot/sys/kernel/config || fail "mount configfs"
+echo lab >/proc/sys/kernel/hostname
+ip link set lo up || fail "bring up lo"
+cp /bin/busybox /newroot/run/lab-bin/busybox || fail "copy busybox"
+ln -s /proc/self/fd /newroot/dev/fd
+ln -s /proc/self/fd/0 /newroot/dev/stdin
+ln -s /proc/self/fd/1 /newroot/dev/stdout
+ln -s /proc/self/fd/2 /newroot/dev/stderr
+mkfifo /newroot/run/lab-nap || fail "mkfifo /run/lab-nap"
+for applet in basename cat cp ln mkdir readlink rm sleep; do ln -s busybox "/newroot/run/lab-bin/$applet"; done
 echo "lab-init: switch_root" >/dev/console
 exec switch_root /newroot /bin/bash "$stage2" "$repo"

@@ -11,13 +11,19 @@
 set -u
 REPO="${1:-}"
 SHARE=/lab
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+SYSTEM_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Under TCG every dynamically linked exec over 9p costs 0.1-0.7 s, so setup
+# uses builtins where it can and stage 1's static busybox (in RAM) for small
+# commands. Daemons and the job get the normal PATH.
+export PATH=/run/lab-bin:$SYSTEM_PATH
 export HOME=/root LANG=C.UTF-8
 
 uptime_s() { local u; read -r u _ </proc/uptime; echo "$u"; }
 phase() {
-  echo "$1 $(uptime_s)" >>"$SHARE/phases"
-  echo "lab: [$(uptime_s)] $1" >/dev/console
+  local up
+  read -r up _ </proc/uptime
+  echo "$1 $up" >>"$SHARE/phases"
+  echo "lab: [$up] $1" >/dev/console
 }
 log() { echo "[$(uptime_s)] $*"; }
 power_off() {
@@ -32,23 +38,21 @@ die() {
   phase failed
   power_off
 }
-# Polls "$@" every 0.1 s until it succeeds; dies naming $2 after $1 seconds.
+# A FIFO (made by stage 1) that nobody writes to: read -t on it sleeps without forking.
+exec {NAP_FD}<>/run/lab-nap
+nap() { read -r -t "$1" -u "$NAP_FD" _; }
+# Polls "$3..." every $4 s (default 0.1) until it succeeds; dies naming $2 after $1 seconds.
 wait_for() {
   local seconds="$1" what="$2" deadline
   shift 2
   deadline=$((${EPOCHREALTIME/./} + seconds * 1000000))
   until "$@" >/dev/null 2>&1; do
     if ((${EPOCHREALTIME/./} > deadline)); then die "timed out after ${seconds} s waiting for $what"; fi
-    sleep 0.1
+    nap 0.1
   done
 }
-trap 'die "stage 2 exited unexpectedly at line $LINENO"' EXIT
+trap 'die "stage 2 exited unexpectedly (see setup.log)"' EXIT
 
-mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mkdir -p /dev/pts /dev/shm /run/lock
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 exec >>"$SHARE/setup.log" 2>&1
 # A trace with wall-clock stamps is what tells where boot time goes.
 PS4='+ ${EPOCHREALTIME} '
@@ -58,16 +62,14 @@ phase stage2
 # shellcheck disable=SC1091
 source "$SHARE/job.env"
 [ -n "$REPO" ] && [ -d "$REPO" ] || die "repository path '$REPO' (lab.repo=) is not a directory"
-modprobe configfs 2>/dev/null
-mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config || die "mount configfs"
 
-hostname lab
-ip link set lo up || die "bring up lo"
-
-# A clean slate for the state the host's /etc might carry.
-rm -rf /etc/multipath /etc/multipath.conf /etc/iscsi/nodes /etc/iscsi/send_targets /etc/iscsi/ifaces /var/lib/iscsi
-mkdir -p /etc/multipath/conf.d /etc/iscsi/ifaces /var/target/pr /var/target/alua
-cp "$REPO/fixtures/lab/multipath.conf" /etc/multipath.conf || die "copy fixtures/lab/multipath.conf"
+# A clean slate for state the host's /etc might carry.
+for stale in /etc/multipath /etc/multipath.conf /etc/iscsi/nodes /etc/iscsi/send_targets /etc/iscsi/ifaces /var/lib/iscsi; do
+  [ -e "$stale" ] && rm -rf "$stale"
+done
+mkdir -p /etc/multipath/conf.d /etc/iscsi/ifaces /etc/iscsi/nodes /var/target/pr /var/target/alua
+[ -f "$REPO/fixtures/lab/multipath.conf" ] || die "no $REPO/fixtures/lab/multipath.conf"
+echo "$(<"$REPO/fixtures/lab/multipath.conf")" >/etc/multipath.conf
 
 modules=(sd_mod sg scsi_dh_alua dm_mod dm_multipath dm_round_robin dm_service_time target_core_mod)
 case "$LAB_FABRIC" in
@@ -80,7 +82,7 @@ phase modules
 
 # udevd first, so the SCSI devices LIO creates below get their udev properties
 # (ID_SERIAL/WWID) as they appear; then a trigger for what existed before.
-/usr/lib/systemd/systemd-udevd --daemon --resolve-names=never || die "start systemd-udevd"
+PATH=$SYSTEM_PATH /usr/lib/systemd/systemd-udevd --daemon --resolve-names=never || die "start systemd-udevd"
 udevadm trigger --action=add --subsystem-match=block --subsystem-match=misc
 phase udevd
 
@@ -92,67 +94,70 @@ echo "rd_pages=8192" >"$BACKSTORE/control"
 echo "$LU_SERIAL" >"$BACKSTORE/wwn/vpd_unit_serial"
 echo 1 >"$BACKSTORE/enable" || die "enable the rd_mcp backstore"
 
-hex2() { printf '%02x' "$1"; }
 path_devices=() path_initiators=() path_targets=() host_b_device=""
 initiator_a="" initiator_b=""
 
-# First sd disk under a sysfs directory that holds SCSI devices.
-disk_under() {
+# Sets DISK to the sd disk under a sysfs directory that holds SCSI devices; fails if there is none yet.
+find_disk() {
   local dev
+  DISK=
   for dev in "$1"/block/* "$1"/*/block/* "$1"/*/*/block/*; do
-    [ -e "$dev" ] && { basename "$dev"; return 0; }
+    [ -e "$dev" ] && { DISK=${dev##*/}; return 0; }
   done
   return 1
 }
 
+# Sets DISK to the disk of the tcm_loop TPG $1, found through the SCSI host its
+# address attribute names, since H:C:T:L numbers change between boots.
+tcm_loop_disk() {
+  local address
+  read -r address <"$1/address" || return 1
+  find_disk "/sys/class/scsi_host/host${address%%:*}/device"
+}
+
 setup_tcm_loop() {
-  local i count=$LAB_PATHS target nexus tpg
+  local i count=$LAB_PATHS hex targets=() nexuses=() tpgs=()
   ((LAB_SECOND_HOST)) && count=$((LAB_PATHS + 1))
   for ((i = 1; i <= count; i++)); do
-    target=naa.5001405ee00000$(hex2 "$i")
-    if ((i > LAB_PATHS)); then nexus=naa.5001405bb0000001; else nexus=naa.5001405aa00000$(hex2 "$i"); fi
-    tpg=$CFG/loopback/$target/tpgt_1
+    printf -v hex '%02x' "$i"
+    targets+=("naa.5001405ee00000$hex")
+    if ((i > LAB_PATHS)); then nexuses+=(naa.5001405bb0000001); else nexuses+=("naa.5001405aa00000$hex"); fi
+    tpgs+=("$CFG/loopback/naa.5001405ee00000$hex/tpgt_1")
+  done
+  mkdir -p "${tpgs[@]/%//lun/lun_0}" || die "create the tcm_loop targets"
+  for ((i = 0; i < count; i++)); do
     # The nexus must exist before the LUN: linking the LUN scans the SCSI host,
     # and a scan without a nexus finds nothing and is not repeated.
-    mkdir -p "$tpg/lun/lun_0" || die "create tcm_loop target $target"
-    echo "$nexus" >"$tpg/nexus" || die "create the nexus $nexus on $target"
-    ln -s "$BACKSTORE" "$tpg/lun/lun_0/lab0" || die "map the LU into $target"
+    echo "${nexuses[i]}" >"${tpgs[i]}/nexus" || die "create the nexus ${nexuses[i]} on ${targets[i]}"
+    ln -s "$BACKSTORE" "${tpgs[i]}/lun/lun_0/lab0" || die "map the LU into ${targets[i]}"
   done
-  # Map each target to its sd device through the SCSI host its TPG address names,
-  # since H:C:T:L numbers change between boots.
-  for ((i = 1; i <= count; i++)); do
-    target=naa.5001405ee00000$(hex2 "$i")
-    tpg=$CFG/loopback/$target/tpgt_1
-    wait_for 20 "the SCSI disk of tcm_loop target $target" test -n "$(tcm_loop_disk "$tpg")"
-    if ((i > LAB_PATHS)); then
-      host_b_device=/dev/$(tcm_loop_disk "$tpg")
-      initiator_b=$(cat "$tpg/nexus")
+  for ((i = 0; i < count; i++)); do
+    wait_for 20 "the SCSI disk of tcm_loop target ${targets[i]}" tcm_loop_disk "${tpgs[i]}"
+    if ((i >= LAB_PATHS)); then
+      host_b_device=/dev/$DISK
+      initiator_b=${nexuses[i]}
     else
-      path_devices+=("/dev/$(tcm_loop_disk "$tpg")")
-      path_initiators+=("$(cat "$tpg/nexus")")
-      path_targets+=("$target/tpgt_1")
+      path_devices+=("/dev/$DISK")
+      path_initiators+=("${nexuses[i]}")
+      path_targets+=("${targets[i]}/tpgt_1")
     fi
   done
   initiator_a=$(IFS=,; echo "${path_initiators[*]}")
 }
-tcm_loop_disk() {
-  local address host
-  address=$(cat "$1/address" 2>/dev/null) || return 1
-  host=${address%%:*}
-  disk_under "/sys/class/scsi_host/host$host/device" 2>/dev/null
-}
 
 TARGET_IQN=iqn.2003-01.org.linux-iscsi.lab:mpath-pr
 setup_iscsi() {
-  local i tpg portal
+  local i tpg
   initiator_a=iqn.2024-01.lab.mpath-pr:host-a
   initiator_b=iqn.2024-01.lab.mpath-pr:host-b
+  local dirs=()
+  for ((i = 1; i <= LAB_PATHS; i++)); do
+    dirs+=("$CFG/iscsi/$TARGET_IQN/tpgt_$i/lun/lun_0" "$CFG/iscsi/$TARGET_IQN/tpgt_$i/np/127.0.0.$i:3260")
+  done
+  mkdir -p "${dirs[@]}" || die "create the iSCSI TPGs and their portals"
   for ((i = 1; i <= LAB_PATHS; i++)); do
     tpg=$CFG/iscsi/$TARGET_IQN/tpgt_$i
-    portal=127.0.0.$i:3260
-    mkdir -p "$tpg/lun/lun_0" || die "create iSCSI TPG $i"
     ln -s "$BACKSTORE" "$tpg/lun/lun_0/lab0" || die "map the LU into TPG $i"
-    mkdir "$tpg/np/$portal" || die "listen on $portal"
     echo 1 >"$tpg/attrib/generate_node_acls"
     echo 1 >"$tpg/attrib/cache_dynamic_acls"
     echo 0 >"$tpg/attrib/demo_mode_write_protect"
@@ -162,53 +167,76 @@ setup_iscsi() {
   phase target
 
   echo "InitiatorName=$initiator_a" >/etc/iscsi/initiatorname.iscsi
-  mkdir -p /run/lock/iscsi
-  iscsid -f >>"$SHARE/iscsid.log" 2>&1 &
+  PATH=$SYSTEM_PATH iscsid -f >>"$SHARE/iscsid.log" 2>&1 &
+  # Static node records written directly (what `iscsiadm -m node -o new` would
+  # write, minus the defaults): each iscsiadm exec costs about a second here.
+  local records=()
+  for ((i = 1; i <= LAB_PATHS; i++)); do records+=("/etc/iscsi/nodes/$TARGET_IQN/127.0.0.$i,3260,$i"); done
+  mkdir -p "${records[@]}" || die "create the iSCSI node records"
   for ((i = 1; i <= LAB_PATHS; i++)); do
-    portal=127.0.0.$i:3260
-    iscsiadm -m node -o new -T "$TARGET_IQN" -p "$portal,$i" >/dev/null || die "create the node record for $portal"
-    iscsiadm -m node -T "$TARGET_IQN" -p "$portal" -o update -n node.session.timeo.replacement_timeout -v 5 || die "update node $portal"
+    iscsi_node_record "$i" default "$initiator_a" >"/etc/iscsi/nodes/$TARGET_IQN/127.0.0.$i,3260,$i/default"
   done
   if ((LAB_SECOND_HOST)); then
-    iscsiadm -m iface -I hostb -o new >/dev/null || die "create the host B iface"
-    iscsiadm -m iface -I hostb -o update -n iface.transport_name -v tcp >/dev/null
-    iscsiadm -m iface -I hostb -o update -n iface.initiatorname -v "$initiator_b" >/dev/null || die "name the host B initiator"
-    iscsiadm -m node -o new -T "$TARGET_IQN" -p "127.0.0.1:3260,1" -I hostb >/dev/null || die "create the host B node record"
+    printf '%s\n' '# BEGIN RECORD 2.1.8' 'iface.iscsi_ifacename = hostb' 'iface.transport_name = tcp' \
+      "iface.initiatorname = $initiator_b" '# END RECORD' >/etc/iscsi/ifaces/hostb
+    iscsi_node_record 1 hostb "$initiator_b" >"/etc/iscsi/nodes/$TARGET_IQN/127.0.0.1,3260,1/hostb"
   fi
   local attempt
   # iscsid may not be listening yet; iscsiadm fails fast then, so retry briefly.
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
     iscsiadm -m node --loginall=all >/dev/null && break
-    sleep 0.3
+    nap 0.3
   done
   local expected=$LAB_PATHS
   ((LAB_SECOND_HOST)) && expected=$((expected + 1))
   wait_for 30 "$expected iSCSI sessions with a disk" iscsi_all_disks "$expected"
-  # Order host A's paths by portal (TPG i ↔ 127.0.0.i), which is stable across boots.
-  local session address name dev
+  # Order host A's paths by portal (TPG i <-> 127.0.0.i), which is stable across boots.
+  local session address name
   for ((i = 1; i <= LAB_PATHS; i++)); do
     for session in /sys/class/iscsi_session/session*; do
-      name=$(cat "$session/initiatorname" 2>/dev/null)
-      address=$(cat /sys/class/iscsi_connection/connection"${session##*session}":0/persistent_address 2>/dev/null)
-      dev=$(disk_under "$session/device/target"*)
+      read -r name <"$session/initiatorname" || name=
+      read -r address <"/sys/class/iscsi_connection/connection${session##*session}:0/persistent_address" || address=
+      find_disk "$session/device" || continue
       if [ "$address" = "127.0.0.$i" ] && [ "$name" != "$initiator_b" ]; then
-        path_devices+=("/dev/$dev")
+        path_devices+=("/dev/$DISK")
         path_initiators+=("$initiator_a")
         path_targets+=("$TARGET_IQN/tpgt_$i")
       fi
       if ((LAB_SECOND_HOST)) && ((i == 1)) && [ "$name" = "$initiator_b" ]; then
-        host_b_device=/dev/$dev
+        host_b_device=/dev/$DISK
       fi
     done
   done
   ((${#path_devices[@]} == LAB_PATHS)) || die "found ${#path_devices[@]} host A iSCSI paths, expected $LAB_PATHS: $(iscsiadm -m session -P 3 2>&1 | tail -40)"
   if ((LAB_SECOND_HOST)) && [ -z "$host_b_device" ]; then die "no host B iSCSI disk: $(iscsiadm -m session -P 3 2>&1 | tail -40)"; fi
 }
+# An open-iscsi 2.1.8 node record for TPG $1 (portal 127.0.0.$1:3260) through iface $2 named $3.
+iscsi_node_record() {
+  local iface_initiator=""
+  [ "$2" = default ] || iface_initiator="iface.initiatorname = $3"
+  printf '%s\n' '# BEGIN RECORD 2.1.8' "node.name = $TARGET_IQN" "node.tpgt = $1" 'node.startup = manual' \
+    "iface.iscsi_ifacename = $2" 'iface.transport_name = tcp' ${iface_initiator:+"$iface_initiator"} \
+    'node.discovery_type = static' 'node.session.initial_login_retry_max = 8' 'node.session.cmds_max = 128' \
+    'node.session.queue_depth = 32' 'node.session.nr_sessions = 1' 'node.session.auth.authmethod = None' \
+    'node.session.timeo.replacement_timeout = 5' 'node.session.err_timeo.abort_timeout = 15' \
+    'node.session.err_timeo.lu_reset_timeout = 30' 'node.session.err_timeo.tgt_reset_timeout = 30' \
+    'node.session.err_timeo.host_reset_timeout = 60' 'node.session.iscsi.FastAbort = Yes' \
+    'node.session.iscsi.InitialR2T = No' 'node.session.iscsi.ImmediateData = Yes' \
+    'node.session.iscsi.FirstBurstLength = 262144' 'node.session.iscsi.MaxBurstLength = 16776192' \
+    'node.session.iscsi.DefaultTime2Wait = 2' 'node.session.iscsi.MaxConnections = 1' \
+    'node.session.iscsi.MaxOutstandingR2T = 1' 'node.session.scan = auto' \
+    "node.conn[0].address = 127.0.0.$1" 'node.conn[0].port = 3260' 'node.conn[0].startup = manual' \
+    'node.conn[0].tcp.window_size = 524288' 'node.conn[0].timeo.logout_timeout = 15' \
+    'node.conn[0].timeo.login_timeout = 15' 'node.conn[0].timeo.auth_timeout = 45' \
+    'node.conn[0].timeo.noop_out_interval = 5' 'node.conn[0].timeo.noop_out_timeout = 5' \
+    'node.conn[0].iscsi.MaxRecvDataSegmentLength = 262144' 'node.conn[0].iscsi.HeaderDigest = None' \
+    'node.conn[0].iscsi.DataDigest = None' '# END RECORD'
+}
 iscsi_all_disks() {
   local n=0 session
   for session in /sys/class/iscsi_session/session*; do
     [ -e "$session" ] || continue
-    disk_under "$session/device/target"* >/dev/null 2>&1 && n=$((n + 1))
+    find_disk "$session/device" && n=$((n + 1))
   done
   ((n >= $1))
 }
@@ -226,7 +254,7 @@ fi
 udevadm settle --timeout=30 || log "udevadm settle timed out"
 phase udev-settled
 
-/sbin/multipathd -d -s >>"$SHARE/multipathd.log" 2>&1 &
+PATH=$SYSTEM_PATH /sbin/multipathd -d -s >>"$SHARE/multipathd.log" 2>&1 &
 MULTIPATHD_PID=$!
 mpath_ready() {
   local active
@@ -240,7 +268,7 @@ phase multipath
 
 if ((LAB_DBUS)); then
   mkdir -p /run/dbus
-  dbus-daemon --system --fork --nopidfile || die "start the system dbus-daemon"
+  PATH=$SYSTEM_PATH dbus-daemon --system --fork --nopidfile || die "start the system dbus-daemon"
   wait_for 10 "the system bus socket" test -S /run/dbus/system_bus_socket
   export LAB_DBUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
   phase dbus
@@ -250,8 +278,10 @@ join() { local IFS=,; echo "$*"; }
 export LAB=1 LAB_REPO="$REPO" LAB_FABRIC LAB_PATHS
 export LAB_MPATH_NAME=mpatha
 export LAB_MPATH_DEVICE=/dev/mapper/mpatha
-export LAB_DM_DEVICE="/dev/$(basename "$(readlink -f /dev/mapper/mpatha)")"
-export LAB_WWID="$(multipathd show maps raw format "%n %w" | awk '$1=="mpatha"{print $2}')"
+dm_node=$(readlink /dev/mapper/mpatha)
+export LAB_DM_DEVICE="/dev/${dm_node##*/}"
+read -r dm_uuid <"/sys/block/${dm_node##*/}/dm/uuid" || die "read the map's dm uuid"
+export LAB_WWID="${dm_uuid#mpath-}"
 export LAB_PATH_DEVICES="$(join "${path_devices[@]}")"
 export LAB_PATH_INITIATORS="$(join "${path_initiators[@]}")"
 export LAB_PATH_TARGET_PORTS="$(join "${path_targets[@]}")"

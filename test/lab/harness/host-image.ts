@@ -34,7 +34,7 @@ export const REQUIRED_PACKAGES: ReadonlyArray<{ pkg: string; provides: string }>
 ];
 
 /** Modules stage 1 needs to reach the host root; everything else is modprobed later from that root. */
-export const STAGE1_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay'];
+export const STAGE1_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'configfs'];
 
 function isInstalled(pkg: string): boolean {
   const result = spawnSync('dpkg-query', ['-W', '-f=${db:Status-Abbrev}', pkg], { encoding: 'utf8' });

@@ -163,9 +163,27 @@ export function parseSgPersistKeys(output: string): RegisteredKeys {
   return { generation: parseInt(generation[1], 16), keys };
 }
 
+/** sg_persist's exit status for a unit attention (SG_LIB_CAT_UNIT_ATTENTION). */
+const SG_UNIT_ATTENTION = 6;
+
+/**
+ * Runs a PR IN through sg_persist. These reads are the tests' oracle, not the subject: a
+ * unit attention pending on the nexus (after a PREEMPT, say) is consumed by the first
+ * command and reported once, so the read is repeated (at most twice more).
+ */
+function sgPersistIn(option: string, device: string): string {
+  for (let attempt = 1; ; attempt++) {
+    const result = run('sg_persist', ['--in', option, device], { allowFailure: true });
+    if (result.status === 0) return result.stdout;
+    if (result.status !== SG_UNIT_ATTENTION || attempt === 3) {
+      throw new Error(`sg_persist --in ${option} ${device} exited ${result.status}: ${(result.stderr || result.stdout).trim()}`);
+    }
+  }
+}
+
 /** READ KEYS through one path (any sd device) with sg_persist. */
 export function readKeys(device: string): RegisteredKeys {
-  return parseSgPersistKeys(run('sg_persist', ['--in', '--read-keys', device]).stdout);
+  return parseSgPersistKeys(sgPersistIn('--read-keys', device));
 }
 
 export interface Reservation {
@@ -206,7 +224,7 @@ export function parseSgPersistReservation(output: string): Reservation {
 
 /** READ RESERVATION through one path with sg_persist. */
 export function readReservation(device: string): Reservation {
-  return parseSgPersistReservation(run('sg_persist', ['--in', '--read-reservation', device]).stdout);
+  return parseSgPersistReservation(sgPersistIn('--read-reservation', device));
 }
 
 export interface FullStatusEntry {
@@ -240,7 +258,7 @@ export function parseSgPersistFullStatus(output: string): { generation: number; 
 
 /** READ FULL STATUS through one path with sg_persist. */
 export function readFullStatus(device: string): { generation: number; entries: FullStatusEntry[] } {
-  return parseSgPersistFullStatus(run('sg_persist', ['--in', '--read-full-status', device]).stdout);
+  return parseSgPersistFullStatus(sgPersistIn('--read-full-status', device));
 }
 
 /** Writes a file under LAB_OUTPUT_DIR (the host gets it back in the run directory). */
