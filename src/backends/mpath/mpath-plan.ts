@@ -1,0 +1,95 @@
+// What the mpath backend does with one CDB and parameter list, decided without I/O. The
+// checks are qemu-pr-helper's for multipath fds (shared/reference/qemu-pr-helper.md §2),
+// with two documented refusals where the library cannot do the job:
+//
+// - REGISTER AND MOVE (SA 7): struct prout_param_descriptor cannot carry its parameter list
+//   and libmpathpersist answers MPATH_PR_OTHER; refused with INVALID FIELD IN CDB, as
+//   qemu-pr-helper does.
+// - SPEC_I_PT=1: libmpathpersist 0.9.4 sends the TransportIDs on the first path only and
+//   clears the bit for the others, so the registrations it creates for other initiators
+//   depend on which path came first; refused with INVALID FIELD IN PARAMETER LIST (the
+//   response SPC-4 gives a device server that does not support SPEC_I_PT). qemu-pr-helper
+//   passes it through.
+//
+// READ FULL STATUS, which the library cannot return safely (its buffer overflows past 30
+// descriptors) and qemu-pr-helper refuses, is answered by SG_IO on the map: the registrant
+// list is one per logical unit, so any path gives the whole answer.
+
+import { decodePrInCdb, decodePrOutCdb } from '../../scsi/cdb';
+import { Opcode, PrInAction, PrOutAction } from '../../scsi/constants';
+import { decodePrOutParameters, PR_OUT_BASIC_PARAMETER_LENGTH } from '../../scsi/parameter-list';
+import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
+
+export const SPEC_I_PT_BIT = 0x08;
+
+export type MpathPlan =
+  | { readonly kind: 'refuse'; readonly result: ScsiResult; readonly reason: string }
+  /** READ KEYS, READ RESERVATION, REPORT CAPABILITIES through libmpathpersist. */
+  | { readonly kind: 'library-in'; readonly serviceAction: number; readonly allocationLength: number }
+  /** READ FULL STATUS by SG_IO on the map fd. */
+  | { readonly kind: 'pass-through-in'; readonly serviceAction: number; readonly allocationLength: number }
+  | {
+      readonly kind: 'library-out';
+      readonly serviceAction: number;
+      readonly scope: number;
+      readonly type: number;
+      readonly reservationKey: bigint;
+      readonly serviceActionKey: bigint;
+      readonly aptpl: boolean;
+      readonly allTgPt: boolean;
+    };
+
+function refuse(result: ScsiResult, reason: string): MpathPlan {
+  return { kind: 'refuse', result, reason };
+}
+
+/** The plan for one command; the CDB's opcode and length have been checked by validatePrCdb. */
+export function planMpathCommand(cdb: Uint8Array, dataOut: Uint8Array): MpathPlan {
+  if (cdb[0] === Opcode.PERSISTENT_RESERVE_IN) {
+    const { action, allocationLength } = decodePrInCdb(cdb);
+    switch (action) {
+      case PrInAction.READ_KEYS:
+      case PrInAction.READ_RESERVATION:
+      case PrInAction.REPORT_CAPABILITIES:
+        return { kind: 'library-in', serviceAction: action, allocationLength };
+      case PrInAction.READ_FULL_STATUS:
+        return { kind: 'pass-through-in', serviceAction: action, allocationLength };
+      default:
+        return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `PR IN service action ${action} does not exist`);
+    }
+  }
+  const { action, scope, type } = decodePrOutCdb(cdb);
+  if (action === PrOutAction.REGISTER_AND_MOVE) {
+    return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), 'REGISTER AND MOVE is not supported on dm-multipath maps (libmpathpersist cannot send it)');
+  }
+  if (action > PrOutAction.REGISTER_AND_MOVE) {
+    return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `PR OUT service action ${action} does not exist`);
+  }
+  if (dataOut.length < PR_OUT_BASIC_PARAMETER_LENGTH) {
+    return refuse(checkCondition(Sense.PARAMETER_LIST_LENGTH_ERROR), `parameter list is ${dataOut.length} bytes, less than 24`);
+  }
+  if (dataOut[20] & SPEC_I_PT_BIT) {
+    return refuse(
+      checkCondition(Sense.INVALID_FIELD_IN_PARAMETER_LIST),
+      'SPEC_I_PT is not supported on dm-multipath maps (libmpathpersist 0.9.4 applies it on one path only)',
+    );
+  }
+  const decoded = decodePrOutParameters(dataOut);
+  if (!decoded.ok) return refuse(checkCondition(decoded.sense), decoded.reason);
+  const p = decoded.value;
+  return {
+    kind: 'library-out',
+    serviceAction: action,
+    scope,
+    type,
+    reservationKey: p.reservationKey,
+    serviceActionKey: p.serviceActionKey,
+    aptpl: p.aptpl,
+    allTgPt: p.allTgPt,
+  };
+}
+
+/** MPATH_F_* flag bits for struct prout_param_descriptor's sa_flags. */
+export function libraryFlags(plan: { aptpl: boolean; allTgPt: boolean }): number {
+  return (plan.aptpl ? 0x01 : 0) | (plan.allTgPt ? 0x04 : 0);
+}
