@@ -127,16 +127,38 @@ export async function drainUnitAttentions(run: PrExecutor): Promise<string[]> {
 
 /**
  * Brings the LU back to no registrations and no reservation, whatever a failed case
- * left: REGISTER AND IGNORE EXISTING KEY then CLEAR from host A, then drain the unit
- * attentions CLEAR gave everybody else.
+ * left: REGISTER AND IGNORE EXISTING KEY then CLEAR, then drain the unit attentions
+ * CLEAR gave everybody else. Host B goes first: its single path has nothing that can
+ * refuse a plain REGISTER (LIO refuses ALL_TG_PT=0 from a nexus registered with
+ * ALL_TG_PT=1, which host A may have left behind).
  */
 export async function resetLogicalUnit(hostA: PrExecutor, hostB: PrExecutor): Promise<void> {
-  const a = retryingUnitAttention(hostA);
-  await registerIgnore(a, RESET_KEY);
-  await clear(a, RESET_KEY);
+  const failures: string[] = [];
+  const attempts: Array<[string, PrExecutor, boolean]> = [
+    ['host B', hostB, false],
+    ['host A', hostA, false],
+    ['host A with ALL_TG_PT', hostA, true],
+  ];
+  let cleared = false;
+  for (const [who, raw, allTgPt] of attempts) {
+    const run = retryingUnitAttention(raw);
+    const registered = await prOut(run, { action: 'register-ignore', serviceActionKey: RESET_KEY, allTgPt });
+    if (registered.status !== Status.GOOD) {
+      failures.push(`${who}: REGISTER AND IGNORE: ${describeResult(registered)}`);
+      continue;
+    }
+    const cleared1 = await prOut(run, { action: 'clear', reservationKey: RESET_KEY });
+    if (cleared1.status !== Status.GOOD) {
+      failures.push(`${who}: CLEAR: ${describeResult(cleared1)}`);
+      continue;
+    }
+    cleared = true;
+    break;
+  }
+  if (!cleared) throw new Error(`cannot clear the LU: ${failures.join('; ')}`);
   await drainUnitAttentions(hostA);
   await drainUnitAttentions(hostB);
-  const left = await readKeys(a);
+  const left = await readKeys(retryingUnitAttention(hostA));
   if (left.keys.length !== 0) throw new Error(`LU still has keys after CLEAR: ${left.keys.map((k) => k.toString(16)).join(', ')}`);
 }
 
