@@ -9,11 +9,12 @@ import { EmulatedBackend } from '../backends/emulated/emulated-backend';
 import { SgBackend } from '../backends/sg/sg-backend';
 import { BlkprBackend } from '../backends/blkpr/blkpr-backend';
 import { DeviceQueue } from '../backends/sg/device-queue';
+import { createMpathBackend } from '../backends/mpath/mpath-backend';
 import { BackendResolver, type ConcreteBackendName } from '../backends/resolve';
 import { PrHelperServer } from '../protocol/server';
 import { clearSocketActivationEnv, socketActivationFd } from '../protocol/socket-activation';
 import { ConfigError, type DaemonConfig } from './config';
-import { dropPrivileges } from './privileges';
+import { establishPrivileges, takeReexecHandoff } from './privileges';
 
 export const VERSION: string = (() => {
   try {
@@ -43,6 +44,9 @@ export function createBackends(config: Pick<DaemonConfig, 'backend' | 'statePath
     sg: new SgBackend({ queue }),
     blkpr: new BlkprBackend({ queue }),
   };
+  const mpath = createMpathBackend({ logger });
+  if (mpath.ok) backends.mpath = mpath.backend;
+  else logger?.info({ reason: mpath.reason }, 'mpath backend unavailable: dm-multipath maps fall back to blkpr');
   if (config.backend === 'mpath' && !backends.mpath) {
     emulated.close();
     throw new ConfigError('--backend mpath: the multipath backend is not available in this build yet; use auto, blkpr or sg');
@@ -69,31 +73,48 @@ export interface Daemon {
 }
 
 export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
-  const activatedFd = socketActivationFd({ explicitPath: config.socketPath });
-  if (activatedFd === undefined && !config.socketPath) throw new ConfigError('no socket path given and not socket-activated');
+  // Set when this image is the re-exec after the privilege drop: the socket is already bound.
+  const handoff = takeReexecHandoff();
+  const activatedFd = handoff ? undefined : socketActivationFd({ explicitPath: config.socketPath });
+  if (!handoff && activatedFd === undefined && !config.socketPath) throw new ConfigError('no socket path given and not socket-activated');
   clearSocketActivationEnv();
 
-  const backends = createBackends(config, logger);
+  // Backends are created only after the privilege drop, so the state store and everything
+  // else they open belongs to the final user.
+  let backends: BackendSet | undefined;
   const server = new PrHelperServer({
     logger,
-    execute: ({ handle, cdb, dataOut, peer, signal }) => backends.resolver.execute(handle, cdb, dataOut, { peer, signal }),
+    execute: ({ handle, cdb, dataOut, peer, signal }) => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }),
   });
   let listening: string;
+  let ownSocket: { path: string; ino: number } | undefined;
   try {
-    if (activatedFd !== undefined) {
+    if (handoff) {
+      server.listen({ fd: handoff.listenFd });
+      listening = handoff.listening;
+      if (handoff.socketPath && handoff.socketIno !== undefined) ownSocket = { path: handoff.socketPath, ino: handoff.socketIno };
+    } else if (activatedFd !== undefined) {
       server.listen({ fd: activatedFd });
       listening = `fd ${activatedFd} (socket activation)`;
     } else {
       fs.mkdirSync(path.dirname(config.socketPath!), { recursive: true, mode: 0o755 });
       server.listen({ path: config.socketPath!, mode: config.socketMode });
       listening = config.socketPath!;
+      ownSocket = { path: config.socketPath!, ino: fs.statSync(config.socketPath!).ino };
     }
-    if (config.pidfile) fs.writeFileSync(config.pidfile, `${process.pid}\n`, { mode: 0o644 });
-    // As qemu-pr-helper: bind first, then give up privileges.
-    if (config.user !== undefined || config.group !== undefined) dropPrivileges({ user: config.user, group: config.group }, logger);
+    if (config.pidfile && !handoff) fs.writeFileSync(config.pidfile, `${process.pid}\n`, { mode: 0o644 });
+    // As qemu-pr-helper: bind first, then give up privileges. May re-execute this process
+    // (same pid) and never return; the new image comes back here with `handoff` set.
+    establishPrivileges(
+      { user: config.user, group: config.group, backend: config.backend },
+      { handoff, listen: { listenFd: server.fd, listening, socketPath: ownSocket?.path, socketIno: ownSocket?.ino } },
+      logger,
+    );
+    backends = createBackends(config, logger);
   } catch (error) {
     await server.close();
-    await backends.resolver.close();
+    await backends?.resolver.close();
+    if (handoff) removeOwnSocket(ownSocket, logger);
     throw error;
   }
   logger.info(
@@ -102,6 +123,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
       backend: config.backend,
       state: config.statePath,
       initiator: backends.emulated.initiatorKey,
+      uid: process.getuid?.(),
       paths: config.paths,
       version: VERSION,
     },
@@ -109,21 +131,44 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
   );
 
   let closing: Promise<void> | undefined;
+  const ready = backends;
   return {
     server,
-    backends,
+    backends: ready,
     logger,
     listening,
     close() {
       closing ??= (async () => {
         await server.close();
-        await backends.resolver.close();
-        if (config.pidfile) fs.rmSync(config.pidfile, { force: true });
+        await ready.resolver.close();
+        // After a re-exec the server adopted the fd and does not know the path.
+        if (handoff) removeOwnSocket(ownSocket, logger);
+        if (config.pidfile) removeQuietly(config.pidfile, 'pidfile', logger);
         logger.info('mpath-pr stopped');
       })();
       return closing;
     },
   };
+}
+
+/** Removes the socket file if it is still the one we bound (another instance may have replaced it). */
+function removeOwnSocket(socket: { path: string; ino: number } | undefined, logger: Logger): void {
+  if (!socket) return;
+  try {
+    if (fs.statSync(socket.path).ino !== socket.ino) return;
+  } catch {
+    return;
+  }
+  removeQuietly(socket.path, 'socket', logger);
+}
+
+/** After dropping to another user the pidfile and socket may not be ours to remove; that must not fail shutdown. */
+function removeQuietly(file: string, what: string, logger: Logger): void {
+  try {
+    fs.rmSync(file, { force: true });
+  } catch (error) {
+    logger.warn({ err: error, file }, `cannot remove the ${what} after dropping privileges; the next start replaces it`);
+  }
 }
 
 /**
