@@ -28,9 +28,9 @@
 // FAILURE (0B/08/00), which is what QEMU shows a guest when libmpathpersist fails.
 
 import * as fs from 'fs';
-import { MPATH_PR, mpathPrName } from '../../../ffi/libmpathpersist';
+import { loadLibmpathpersist, MPATH_PR, mpathPrName } from '../../../ffi/libmpathpersist';
 import { sgIo } from '../../../ffi/sg-io';
-import type { MultipathdClient } from '../../multipathd/client';
+import { MultipathdClient } from '../../multipathd/client';
 import { readReservationKeySettingFromFiles, type ReservationKeySetting } from '../../multipathd/multipath-conf';
 import { encodePrInCdb, encodePrOutCdb } from '../../scsi/cdb';
 import { PrInAction, PrOutAction, PrType, Status } from '../../scsi/constants';
@@ -438,4 +438,14 @@ function isTransportFailure(result: ScsiResult): boolean {
   // a device's own refusal is ILLEGAL REQUEST or RESERVATION CONFLICT.
   if (result.status === Status.BUSY || result.status === Status.TASK_SET_FULL) return true;
   return result.status === Status.CHECK_CONDITION && (result.sense[2] & 0x0f) === 0x0b;
+}
+
+/**
+ * The mpath backend if libmpathpersist is installed. Loading it here only maps the library
+ * (no library code runs in this process); every call happens in the worker.
+ */
+export function createMpathBackend(options: MpathBackendOptions = {}): { ok: true; backend: MpathBackend } | { ok: false; reason: string } {
+  const loaded = loadLibmpathpersist();
+  if (!loaded.ok) return { ok: false, reason: loaded.reason };
+  return { ok: true, backend: new MpathBackend({ multipathd: new MultipathdClient(), ...options }) };
 }
