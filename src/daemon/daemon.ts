@@ -10,7 +10,6 @@ import { SgBackend } from '../backends/sg/sg-backend';
 import { BlkprBackend } from '../backends/blkpr/blkpr-backend';
 import { DeviceQueue } from '../backends/sg/device-queue';
 import { createMpathBackend } from '../backends/mpath/mpath-backend';
-import { createMpathBackend } from '../backends/mpath/mpath-backend';
 import { BackendResolver, type ConcreteBackendName } from '../backends/resolve';
 import { PrHelperServer } from '../protocol/server';
 import { clearSocketActivationEnv, socketActivationFd } from '../protocol/socket-activation';
@@ -45,9 +44,6 @@ export function createBackends(config: Pick<DaemonConfig, 'backend' | 'statePath
     sg: new SgBackend({ queue }),
     blkpr: new BlkprBackend({ queue }),
   };
-  const mpath = createMpathBackend({ logger });
-  if (mpath.ok) backends.mpath = mpath.backend;
-  else logger?.info({ reason: mpath.reason }, 'mpath backend unavailable: dm-multipath maps fall back to blkpr');
   const mpath = createMpathBackend({ logger });
   if (mpath.ok) backends.mpath = mpath.backend;
   else logger?.info({ reason: mpath.reason }, 'mpath backend unavailable: dm-multipath maps fall back to blkpr');
