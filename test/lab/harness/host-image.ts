@@ -222,6 +222,9 @@ export function ensureImage(cacheDir: string, harnessDir: string, log: (line: st
     const started = Date.now();
     writeAtomically(vmlinux, extractVmlinux(fs.readFileSync(bzImagePath)));
     log(`lab: extracted ${vmlinux} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    for (const name of fs.readdirSync(dir)) {
+      if (/^vmlinux-\d+-\d+$/.test(name) && path.join(dir, name) !== vmlinux) fs.rmSync(path.join(dir, name), { force: true });
+    }
   }
 
   const moduleRoot = `/lib/modules/${kernelVersion}`;
@@ -251,6 +254,10 @@ export function ensureImage(cacheDir: string, harnessDir: string, log: (line: st
     // Uncompressed on purpose: unpacking gzip costs more under TCG than reading the extra megabytes.
     writeAtomically(initramfs, buildCpio(entries));
     log(`lab: built ${initramfs} (${modules.length} modules)`);
+    // Older images are dead weight; a QEMU still reading one keeps its open file.
+    for (const name of fs.readdirSync(dir)) {
+      if (/^initramfs-[0-9a-f]+\.cpio$/.test(name) && path.join(dir, name) !== initramfs) fs.rmSync(path.join(dir, name), { force: true });
+    }
   }
   return { kernelVersion, vmlinux, initramfs };
 }
