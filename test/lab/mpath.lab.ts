@@ -1,0 +1,319 @@
+// @lab {"fabric": "tcm_loop", "paths": 2, "secondHost": true}
+//
+// The mpath backend on a real dm-multipath map, end to end: our daemon
+// (`mpath-pr serve --backend auto`) in the guest, QEMU's protocol through PrHelperClient with
+// an fd of /dev/mapper/mpatha, libmpathpersist 0.9.4 in the daemon's worker process,
+// multipathd 0.9.4, LIO. sg_persist on each path is the independent oracle. Host B (its own
+// nexus, outside the map) plays the other cluster node.
+//
+// PREEMPT AND ABORT is never sent here: it deadlocks LIO over tcm_loop.
+
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { buildPrIn, buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
+import { PrHelperClient } from '../../src/protocol/client';
+import type { PrHelperReply } from '../../src/protocol/messages';
+import { PrInAction, PrType, Status } from '../../src/scsi/constants';
+import { decodeReadKeys } from '../../src/scsi/pr-in-data';
+import { describeSense, Sense, senseMatches } from '../../src/scsi/sense';
+import { labTopology, mapPaths, multipathd, readKeys, readReservation, run, waitFor, writeArtifact } from './harness/lab-guest';
+
+const KEY_A = 0xa0a0n;
+const KEY_A2 = 0xa2a2n;
+const KEY_B = 0xb0b0n;
+const KEY_Q = 0x9e9en;
+const CLEANUP_KEY = 0xc1ea11n;
+const WE_RO = PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY;
+
+const hex = (key: bigint) => `0x${key.toString(16)}`;
+
+interface Server {
+  readonly child: ChildProcess;
+  readonly socket: string;
+  readonly log: string;
+  readonly client: PrHelperClient;
+}
+
+async function startServer(name: string, file: string, args: string[], socket: string, log: string): Promise<Server> {
+  fs.rmSync(socket, { force: true });
+  const out = fs.openSync(log, 'w');
+  const child = spawn(file, args, { stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  await waitFor(`${name} to listen on ${socket}`, () => child.exitCode === null && fs.existsSync(socket), {
+    timeoutMs: 30_000,
+    describe: () => `exit ${child.exitCode}; log: ${fs.readFileSync(log, 'utf8').slice(-2000)}`,
+  });
+  const client = new PrHelperClient();
+  await client.connect(socket);
+  return { child, socket, log, client };
+}
+
+async function stopServer(server: Server | undefined): Promise<void> {
+  if (!server) return;
+  server.client.close();
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const exited = new Promise((resolve) => server.child.once('exit', resolve));
+  server.child.kill('SIGTERM');
+  const timer = setTimeout(() => server.child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+function expectGood(reply: PrHelperReply, what: string): void {
+  expect(reply.status, `${what}: status 0x${reply.status.toString(16)} ${reply.status === Status.CHECK_CONDITION ? describeSense(reply.sense) : ''}`).to.equal(Status.GOOD);
+}
+
+describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside the lab'})`, function () {
+  this.timeout(120_000);
+  const topology = labTopology();
+  const [pathA, pathB] = topology.pathDevices;
+  const hostB = topology.hostB!;
+  const short = (device: string) => path.basename(device);
+  const scratch = fs.mkdtempSync('/tmp/mpath-lab-');
+  let ours: Server | undefined;
+  let mapFd = -1;
+  const timings: Record<string, number[]> = {};
+
+  async function timed(what: string, server: Server, cdb: Buffer, dataOut: Buffer = Buffer.alloc(0)): Promise<PrHelperReply> {
+    const started = process.hrtime.bigint();
+    const reply = await server.client.execute(mapFd, cdb, dataOut);
+    (timings[what] ??= []).push(Number(process.hrtime.bigint() - started) / 1e6);
+    return reply;
+  }
+  const prOut = (server: Server, request: PrOutRequest) => {
+    const { cdb, dataOut } = buildPrOut(request);
+    return timed(request.action, server, cdb, dataOut);
+  };
+
+  function keysOn(device: string): bigint[] {
+    return readKeys(device).keys;
+  }
+
+  /** Every registration and reservation gone, multipathd's key unset, every path active. */
+  async function resetLu(): Promise<void> {
+    for (const device of topology.pathDevices) {
+      if (mapPaths(topology.mpathName).find((p) => p.device === device)?.dmState !== 'active') multipathd(`reinstate path ${short(device)}`);
+    }
+    await waitFor('every path active', () => mapPaths(topology.mpathName).every((p) => p.dmState === 'active'), { timeoutMs: 20_000 });
+    if (keysOn(pathA).length > 0) {
+      run('sg_persist', ['--out', '--no-inquiry', '--register-ignore', `--param-sark=${hex(CLEANUP_KEY)}`, pathA], { allowFailure: true });
+      run('sg_persist', ['--out', '--no-inquiry', '--clear', `--param-rk=${hex(CLEANUP_KEY)}`, pathA]);
+    }
+    multipathd(`unsetprkey map ${topology.mpathName}`);
+    multipathd(`unsetprstatus map ${topology.mpathName}`);
+    for (const device of [...topology.pathDevices, hostB.device]) expect(keysOn(device), `${device} clean`).to.deep.equal([]);
+  }
+
+  before(async function () {
+    ours = await startServer(
+      'mpath-pr serve',
+      process.execPath,
+      [
+        path.join(topology.repo, 'dist/src/cli/mpath-pr.js'),
+        'serve',
+        '--socket',
+        path.join(scratch, 'mpath-pr.sock'),
+        '--backend',
+        'auto',
+        '--state',
+        path.join(scratch, 'state.db'),
+        '--log-level',
+        'debug',
+      ],
+      path.join(scratch, 'mpath-pr.sock'),
+      path.join(scratch, 'mpath-pr.log'),
+    );
+    mapFd = fs.openSync(topology.mpathDevice, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  });
+
+  after(async function () {
+    await stopServer(ours);
+    if (mapFd >= 0) fs.closeSync(mapFd);
+    if (ours) writeArtifact(topology, 'mpath-lab/mpath-pr.log', fs.readFileSync(ours.log, 'utf8'));
+    writeArtifact(topology, 'mpath-lab/timings.json', JSON.stringify(timings, null, 2));
+    for (const [what, ms] of Object.entries(timings)) {
+      const sorted = [...ms].sort((x, y) => x - y);
+      console.log(`      timing ${what}: n=${ms.length} median=${sorted[Math.floor(sorted.length / 2)].toFixed(1)} ms max=${sorted[sorted.length - 1].toFixed(1)} ms`);
+    }
+  });
+
+  beforeEach(resetLu);
+
+  it('serves the map through the mpath backend (libmpathpersist worker), READ KEYS on a clean LU', async function () {
+    const reply = await timed('read-keys', ours!, buildPrIn(PrInAction.READ_KEYS));
+    expectGood(reply, 'READ KEYS');
+    const decoded = decodeReadKeys(reply.data);
+    expect(decoded.ok && decoded.value.keys).to.deep.equal([]);
+    const log = fs.readFileSync(ours!.log, 'utf8');
+    expect(log, 'resolver picked mpath').to.match(/"backend":"mpath".*device resolved/);
+    expect(log, 'worker started').to.include('libmpathpersist worker ready');
+  });
+
+  it('REGISTER puts the key on every path and tells multipathd', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    for (const device of topology.pathDevices) expect(keysOn(device), device).to.deep.equal([KEY_A, KEY_A]);
+    const reply = await timed('read-keys', ours!, buildPrIn(PrInAction.READ_KEYS));
+    expectGood(reply, 'READ KEYS');
+    const decoded = decodeReadKeys(reply.data);
+    expect(decoded.ok && decoded.value.keys).to.deep.equal([KEY_A, KEY_A]);
+    expect(multipathd(`getprkey map ${topology.mpathName}`)).to.equal(`${hex(KEY_A)}\n`);
+    expect(multipathd(`getprstatus map ${topology.mpathName}`)).to.match(/^(1|set\n)$/);
+  });
+
+  it('REGISTER AND IGNORE while a path is failed in the map still registers that path (0.9.4 skips it)', async function () {
+    multipathd(`fail path ${short(pathB)}`);
+    await waitFor(`${pathB} failed`, () => mapPaths(topology.mpathName).find((p) => p.device === pathB)?.dmState === 'failed', { timeoutMs: 10_000 });
+    expectGood(await prOut(ours!, { action: 'register-ignore', serviceActionKey: KEY_A }), 'REGISTER AND IGNORE');
+    expect(keysOn(pathA), 'both nexuses registered right after GOOD').to.deep.equal([KEY_A, KEY_A]);
+    const log = fs.readFileSync(ours!.log, 'utf8');
+    expect(log).to.include('not every path is registered; registering each path');
+  });
+
+  it('a path that loses its registration while failed gets it back on reinstate (multipathd holds our key)', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    multipathd(`fail path ${short(pathB)}`);
+    await waitFor(`${pathB} failed`, () => mapPaths(topology.mpathName).find((p) => p.device === pathB)?.dmState === 'failed', { timeoutMs: 10_000 });
+    // Drop pathB's own registration behind everyone's back (a target reset would).
+    run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', pathB]);
+    expect(keysOn(pathA)).to.deep.equal([KEY_A]);
+    multipathd(`reinstate path ${short(pathB)}`);
+    await waitFor(`multipathd to re-register ${pathB}`, () => keysOn(pathA).length === 2, {
+      timeoutMs: 20_000,
+      intervalMs: 250,
+      describe: () => keysOn(pathA).map(hex).join(','),
+    });
+    expect(keysOn(pathB)).to.deep.equal([KEY_A, KEY_A]);
+  });
+
+  it('RELEASE by a non-holder answers GOOD and leaves host B\'s reservation alone', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
+    run('sg_persist', ['--out', '--no-inquiry', '--reserve', `--param-rk=${hex(KEY_B)}`, `--prout-type=${WE_RO}`, hostB.device]);
+    expectGood(await prOut(ours!, { action: 'release', reservationKey: KEY_A, type: WE_RO }), 'RELEASE by non-holder');
+    expect(readReservation(hostB.device).holder).to.deep.equal({ key: KEY_B, type: WE_RO });
+    expect([...keysOn(hostB.device)].sort()).to.deep.equal([KEY_A, KEY_A, KEY_B].sort());
+    const log = fs.readFileSync(ours!.log, 'utf8');
+    expect(log).to.include('RELEASE by a non-holder answered without libmpathpersist');
+  });
+
+  it('RELEASE by an unregistered key is RESERVATION CONFLICT, and by the holder releases', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    const conflict = await prOut(ours!, { action: 'release', reservationKey: KEY_A2, type: WE_RO });
+    expect(conflict.status).to.equal(Status.RESERVATION_CONFLICT);
+    expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE');
+    expect(readReservation(pathA).holder).to.deep.equal({ key: KEY_A, type: WE_RO });
+    expectGood(await prOut(ours!, { action: 'release', reservationKey: KEY_A, type: WE_RO }), 'RELEASE');
+    expect(readReservation(pathA).holder).to.equal(undefined);
+    expect(keysOn(pathA)).to.deep.equal([KEY_A, KEY_A]);
+  });
+
+  it('self-PREEMPT keeps every path registered', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE');
+    expectGood(await prOut(ours!, { action: 'preempt', reservationKey: KEY_A, serviceActionKey: KEY_A, type: WE_RO }), 'self-PREEMPT');
+    expect(keysOn(pathA), 'both nexuses still registered').to.deep.equal([KEY_A, KEY_A]);
+    expect(readReservation(pathA).holder).to.deep.equal({ key: KEY_A, type: WE_RO });
+  });
+
+  it('PREEMPT of host B takes its reservation and removes its key', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
+    run('sg_persist', ['--out', '--no-inquiry', '--reserve', `--param-rk=${hex(KEY_B)}`, `--prout-type=${WE_RO}`, hostB.device]);
+    expectGood(await prOut(ours!, { action: 'preempt', reservationKey: KEY_A, serviceActionKey: KEY_B, type: WE_RO }), 'PREEMPT');
+    expect(keysOn(pathA)).to.deep.equal([KEY_A, KEY_A]);
+    expect(readReservation(pathA).holder?.key).to.equal(KEY_A);
+  });
+
+  it('unregistering (SARK 0) removes the key from every path', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    expectGood(await prOut(ours!, { action: 'register', reservationKey: KEY_A, serviceActionKey: 0n }), 'unregister');
+    for (const device of topology.pathDevices) expect(keysOn(device), device).to.deep.equal([]);
+  });
+
+  it('refuses READ FULL STATUS? no: answers it by SG_IO with every registrant', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    const reply = await timed('read-full-status', ours!, buildPrIn(PrInAction.READ_FULL_STATUS));
+    expectGood(reply, 'READ FULL STATUS');
+    // header 8 bytes, then one 24-byte descriptor + 24-byte SAS TransportID per nexus.
+    expect(reply.data.readUInt32BE(4)).to.equal(2 * (24 + 24));
+  });
+
+  it('refuses REGISTER AND MOVE with INVALID FIELD IN CDB and PR OUT on a read-only fd with INVALID OPCODE', async function () {
+    const move = await ours!.client.execute(mapFd, Buffer.from([0x5f, 0x07, 0, 0, 0, 0, 0, 0, 24 + 24, 0]), Buffer.alloc(48));
+    expect(move.status).to.equal(Status.CHECK_CONDITION);
+    expect(senseMatches(move.sense, Sense.INVALID_FIELD_IN_CDB), describeSense(move.sense)).to.equal(true);
+    const ro = fs.openSync(topology.mpathDevice, fs.constants.O_RDONLY);
+    try {
+      const { cdb, dataOut } = buildPrOut({ action: 'register', serviceActionKey: KEY_A });
+      const reply = await ours!.client.execute(ro, cdb, dataOut);
+      expect(reply.status).to.equal(Status.CHECK_CONDITION);
+      expect(senseMatches(reply.sense, Sense.INVALID_OPCODE), describeSense(reply.sense)).to.equal(true);
+    } finally {
+      fs.closeSync(ro);
+    }
+    expect(keysOn(pathA)).to.deep.equal([]);
+  });
+
+  it('a killed libmpathpersist worker is replaced for the next command', async function () {
+    const workerPid = () =>
+      run('pgrep', ['-P', String(ours!.child.pid), '-f', 'mpath-worker'], { allowFailure: true })
+        .stdout.trim()
+        .split('\n')
+        .filter(Boolean)
+        .map(Number);
+    expectGood(await timed('read-keys', ours!, buildPrIn(PrInAction.READ_KEYS)), 'READ KEYS');
+    const before = workerPid();
+    expect(before, 'one worker').to.have.length(1);
+    process.kill(before[0], 'SIGKILL');
+    await waitFor('worker gone', () => !fs.existsSync(`/proc/${before[0]}`), { timeoutMs: 10_000 });
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER after the kill');
+    expect(keysOn(pathA)).to.deep.equal([KEY_A, KEY_A]);
+    const after = workerPid();
+    expect(after).to.have.length(1);
+    expect(after[0]).to.not.equal(before[0]);
+  });
+
+  describe('regression against Debian qemu-pr-helper (libmpathpersist 0.9.4 on the same map)', function () {
+    let qemu: Server | undefined;
+    before(async function () {
+      const socket = path.join(scratch, 'qemu-pr-helper.sock');
+      qemu = await startServer('qemu-pr-helper', '/usr/bin/qemu-pr-helper', ['-k', socket], socket, path.join(scratch, 'qemu-pr-helper.log'));
+    });
+    after(async function () {
+      await stopServer(qemu);
+      if (qemu) writeArtifact(topology, 'mpath-lab/qemu-pr-helper.log', fs.readFileSync(qemu.log, 'utf8'));
+    });
+
+    it('REGISTER AND IGNORE with a failed path: qemu-pr-helper leaves that path unregistered, ours does not', async function () {
+      multipathd(`fail path ${short(pathB)}`);
+      await waitFor(`${pathB} failed`, () => mapPaths(topology.mpathName).find((p) => p.device === pathB)?.dmState === 'failed', { timeoutMs: 10_000 });
+      expectGood(await prOut(qemu!, { action: 'register-ignore', serviceActionKey: KEY_Q }), 'qemu-pr-helper REGISTER AND IGNORE');
+      expect(keysOn(pathA), 'qemu-pr-helper: one nexus only').to.deep.equal([KEY_Q]);
+
+      await resetLu();
+      multipathd(`fail path ${short(pathB)}`);
+      await waitFor(`${pathB} failed`, () => mapPaths(topology.mpathName).find((p) => p.device === pathB)?.dmState === 'failed', { timeoutMs: 10_000 });
+      expectGood(await prOut(ours!, { action: 'register-ignore', serviceActionKey: KEY_Q }), 'mpath-pr REGISTER AND IGNORE');
+      expect(keysOn(pathA), 'mpath-pr: both nexuses').to.deep.equal([KEY_Q, KEY_Q]);
+    });
+
+    it('RELEASE by a non-holder: qemu-pr-helper (0.9.4) clears host B\'s reservation, ours leaves it', async function () {
+      expectGood(await prOut(qemu!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER via qemu-pr-helper');
+      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
+      run('sg_persist', ['--out', '--no-inquiry', '--reserve', `--param-rk=${hex(KEY_B)}`, `--prout-type=${WE_RO}`, hostB.device]);
+      await prOut(qemu!, { action: 'release', reservationKey: KEY_A, type: WE_RO });
+      const afterQemu = readReservation(hostB.device).holder;
+      writeArtifact(topology, 'mpath-lab/qemu-release-by-non-holder.txt', `holder after qemu-pr-helper RELEASE: ${afterQemu ? `${hex(afterQemu.key)} type ${afterQemu.type}` : 'none'}\nkeys: ${keysOn(hostB.device).map(hex).join(',')}\n`);
+      expect(afterQemu?.key, 'the 0.9.4 bug: host B lost its reservation').to.not.equal(KEY_B);
+
+      await resetLu();
+      expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER via mpath-pr');
+      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
+      run('sg_persist', ['--out', '--no-inquiry', '--reserve', `--param-rk=${hex(KEY_B)}`, `--prout-type=${WE_RO}`, hostB.device]);
+      expectGood(await prOut(ours!, { action: 'release', reservationKey: KEY_A, type: WE_RO }), 'RELEASE via mpath-pr');
+      expect(readReservation(hostB.device).holder).to.deep.equal({ key: KEY_B, type: WE_RO });
+    });
+  });
+});
