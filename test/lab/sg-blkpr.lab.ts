@@ -26,6 +26,7 @@ import { BackendResolver, classifyDevice } from '../../src/backends/resolve';
 import { passThroughPr } from '../../src/backends/sg/pass-through';
 import { SgBackend } from '../../src/backends/sg/sg-backend';
 import { PrInAction, PrType, Status } from '../../src/scsi/constants';
+import { LinuxErrno } from '../../src/scsi/errno-sense';
 import { decodeReadKeys } from '../../src/scsi/pr-in-data';
 import { decodeSense, describeSense, Sense, senseMatches, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
 import { labTopology, multipathd, readFullStatus, readKeys, readReservation, run } from './harness/lab-guest';
@@ -323,6 +324,17 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
       }
       for (const h of [a, b]) expect((await keysOf(sg, h)).keys, h.path).to.deep.equal(topology.pathDevices.map(() => KEY_M));
       expect((await prReadKeys(onMap())).keys).to.deep.equal(topology.pathDevices.map(() => KEY_M));
+    });
+
+    it('PR IN falls back to a running slave path when the map refuses SG_IO (suspended map: EAGAIN)', async function () {
+      run('dmsetup', ['suspend', '--noflush', topology.mpathName]);
+      try {
+        const direct = await passThroughPr(map.fd, buildPrIn(PrInAction.READ_KEYS), new Uint8Array(0));
+        expect(direct.errno, 'SG_IO on a suspended map').to.equal(LinuxErrno.EAGAIN);
+        expect((await prReadKeys(onMap())).keys).to.deep.equal(topology.pathDevices.map(() => KEY_M));
+      } finally {
+        run('dmsetup', ['resume', topology.mpathName]);
+      }
     });
 
     it('RESERVE (all registrants) and RELEASE through the map', async function () {
