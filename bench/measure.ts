@@ -34,6 +34,8 @@ export interface Metric {
    * Much steadier than throughput when other work competes for the CPUs.
    */
   readonly cpuUsPerOp?: number;
+  /** Protocol runs: the busiest client thread's event-loop utilization (near 1: the client is the bottleneck). */
+  readonly clientEventLoopUtilization?: number;
   /** Result statuses seen, by name, so a run that silently failed is visible. */
   readonly statuses?: Readonly<Record<string, number>>;
   readonly note?: string;

@@ -33,6 +33,8 @@ export interface WorkerResult {
   /** Per-command latencies of the measured window, microseconds. */
   readonly latenciesUs: Float64Array;
   readonly statuses: Record<number, number>;
+  /** How busy this client thread's event loop was during the measured window (0..1). */
+  readonly eventLoopUtilization: number;
   /** The first non-GOOD answer, described, so an unexpected failure shows in the output. */
   readonly firstFailure?: string;
 }
@@ -100,10 +102,12 @@ async function main(): Promise<void> {
   const warmEnd = performance.now() + go.warmupMs;
   await Promise.all(clients.map((client, i) => loop(client, i * 7, warmEnd)));
   measuring = true;
+  const elu = performance.eventLoopUtilization();
   const start = performance.now();
   await Promise.all(clients.map((client, i) => loop(client, i * 7, start + go.durationMs)));
   const elapsedMs = performance.now() - start;
-  const result: FromWorker = { type: 'done', warmupOps, ops, elapsedMs, latenciesUs: latencies.slice(0, ops), statuses, firstFailure };
+  const eventLoopUtilization = performance.eventLoopUtilization(elu).utilization;
+  const result: FromWorker = { type: 'done', warmupOps, ops, elapsedMs, latenciesUs: latencies.slice(0, ops), statuses, eventLoopUtilization, firstFailure };
   port.postMessage(result);
   shutdown();
 

@@ -136,15 +136,20 @@ export interface RunSpec {
   readonly devicePath: string;
   readonly seconds: number;
   readonly warmupSeconds: number;
+  /**
+   * One more connection, on its own thread, running this op at the same time; its commands
+   * are not counted in the metric. Shows whether one client's work delays another's.
+   */
+  readonly background?: ProtocolOp;
   /** Called every 100 ms while commands run (RSS sampling). */
   readonly onTick?: () => void;
 }
 
 const OP_LABEL: Record<ProtocolOp, string> = { 'pr-in': 'PR IN READ KEYS', 'pr-out': 'PR OUT REGISTER AND IGNORE' };
 
-export function runId(kind: ServerKind, op: ProtocolOp, layout: ClientLayout): string {
+export function runId(kind: ServerKind, op: ProtocolOp, layout: ClientLayout, background?: ProtocolOp): string {
   const clients = layout.workers * layout.connectionsPerWorker;
-  return `protocol.${kind}.${op}.c${clients}${layout.workers > 1 ? `.${layout.workers}-threads` : ''}`;
+  return `protocol.${kind}.${op}.c${clients}${layout.workers > 1 ? `.${layout.workers}-threads` : ''}${background ? `.with-${background}` : ''}`;
 }
 
 /**
@@ -156,14 +161,23 @@ export async function runClients(spec: RunSpec): Promise<Metric> {
   const workerFile = path.join(__dirname, 'protocol-worker.js');
   const workers: Worker[] = [];
   const results: Extract<FromWorker, { type: 'done' }>[] = [];
+  let backgroundResult: Extract<FromWorker, { type: 'done' }> | undefined;
+  const threads = layout.workers + (spec.background ? 1 : 0);
   let tick: NodeJS.Timeout | undefined;
   let cpuBefore: number | null = null;
   let cpuAfter: number | null = null;
   try {
     const ready: Promise<void>[] = [];
     const done: Promise<void>[] = [];
-    for (let i = 0; i < layout.workers; i++) {
-      const setup: WorkerSetup = { socketPath: spec.server.socketPath, devicePath: spec.devicePath, connections: layout.connectionsPerWorker, op: spec.op, workerIndex: i };
+    for (let i = 0; i < threads; i++) {
+      const isBackground = i === layout.workers;
+      const setup: WorkerSetup = {
+        socketPath: spec.server.socketPath,
+        devicePath: spec.devicePath,
+        connections: isBackground ? 1 : layout.connectionsPerWorker,
+        op: isBackground ? spec.background! : spec.op,
+        workerIndex: i,
+      };
       const worker = new Worker(workerFile, { workerData: setup });
       workers.push(worker);
       let markReady!: () => void;
@@ -173,7 +187,8 @@ export async function runClients(spec: RunSpec): Promise<Metric> {
           worker.on('message', (message: FromWorker) => {
             if (message.type === 'ready') markReady();
             else if (message.type === 'done') {
-              results.push(message);
+              if (isBackground) backgroundResult = message;
+              else results.push(message);
               resolve();
             } else reject(new Error(`client worker ${i}: ${message.message}`));
           });
@@ -208,9 +223,20 @@ export async function runClients(spec: RunSpec): Promise<Metric> {
   for (const r of results) for (const [status, n] of Object.entries(r.statuses)) statuses[statusName(Number(status))] = (statuses[statusName(Number(status))] ?? 0) + n;
   const failure = results.find((r) => r.firstFailure)?.firstFailure;
   const clients = layout.workers * layout.connectionsPerWorker;
-  const id = runId(spec.server.kind, spec.op, layout);
-  const label = `${spec.server.kind}: ${OP_LABEL[spec.op]}, ${clients} client${clients > 1 ? 's' : ''} (${layout.workers} thread${layout.workers > 1 ? 's' : ''} x ${layout.connectionsPerWorker})`;
+  const id = runId(spec.server.kind, spec.op, layout, spec.background);
+  const label =
+    `${spec.server.kind}: ${OP_LABEL[spec.op]}, ${clients} client${clients > 1 ? 's' : ''} (${layout.workers} thread${layout.workers > 1 ? 's' : ''} x ${layout.connectionsPerWorker})` +
+    (spec.background ? ` while 1 other client runs ${OP_LABEL[spec.background]}` : '');
   const served = ops + results.reduce((sum, r) => sum + r.warmupOps, 0);
+  const notes: string[] = [];
+  if (failure) notes.push(`first non-GOOD reply: ${failure}`);
+  if (backgroundResult) {
+    const bg = backgroundResult;
+    notes.push(
+      `background ${OP_LABEL[spec.background!]}: ${Math.round(bg.ops / (bg.elapsedMs / 1000))} ops/s, p50 ${percentiles(bg.latenciesUs).p50Us} us` +
+        (bg.firstFailure ? `, ${bg.firstFailure}` : ''),
+    );
+  }
   return throughput({
     id,
     section: 'protocol',
@@ -218,9 +244,11 @@ export async function runClients(spec: RunSpec): Promise<Metric> {
     ops,
     elapsedMs,
     latency: percentiles(latencies),
-    cpuUsPerOp: cpuBefore === null || cpuAfter === null || served === 0 ? undefined : round((cpuAfter - cpuBefore) / served, 1),
+    // With a background client the server's CPU is shared between two kinds of command.
+    cpuUsPerOp: spec.background || cpuBefore === null || cpuAfter === null || served === 0 ? undefined : round((cpuAfter - cpuBefore) / served, 1),
     statuses,
-    note: failure ? `first non-GOOD reply: ${failure}` : undefined,
+    clientEventLoopUtilization: round(Math.max(...results.map((r) => r.eventLoopUtilization)), 2),
+    note: notes.length ? notes.join('; ') : undefined,
   });
 }
 

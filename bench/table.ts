@@ -20,6 +20,7 @@ function detail(metric: Metric): string {
   if (metric.ops !== undefined && metric.elapsedMs !== undefined) parts.push(`${metric.ops} ops in ${(metric.elapsedMs / 1000).toFixed(2)} s`);
   else if (metric.ops !== undefined) parts.push(`${metric.ops} cmds`);
   if (metric.cpuUsPerOp !== undefined) parts.push(`${metric.section === 'protocol' ? 'server ' : ''}CPU ${metric.cpuUsPerOp} us/op`);
+  if (metric.clientEventLoopUtilization !== undefined) parts.push(`client ELU ${metric.clientEventLoopUtilization}`);
   if (metric.latency) parts.push(`p50 ${metric.latency.p50Us} us, p99 ${metric.latency.p99Us} us`);
   if (metric.statuses) parts.push(Object.entries(metric.statuses).map(([name, n]) => `${name} ${n}`).join(', '));
   if (metric.note) parts.push(metric.note);
