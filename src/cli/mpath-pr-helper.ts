@@ -11,13 +11,18 @@ import {
   ConfigError,
   defaultStatePath,
   parseBackendSetting,
+  parseDevicePattern,
+  parseLimit,
   parsePathCount,
+  splitList,
   QEMU_PR_HELPER_DEFAULT_PIDFILE,
   QEMU_PR_HELPER_DEFAULT_SOCKET,
   type LogLevel,
 } from '../daemon/config';
 import { installSignalHandlers, startDaemon, VERSION } from '../daemon/daemon';
 import { defaultInitiatorName } from '../backends/emulated/emulated-backend';
+import { DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_IN_FLIGHT_PER_PEER, type AccessSettings } from '../daemon/access-control';
+import { resolveGroupId, resolveUserId } from '../daemon/privileges';
 
 const DAEMONIZED_ENV = 'MPATH_PR_HELPER_DAEMONIZED';
 
@@ -57,8 +62,27 @@ Environment (mpath-pr extensions; qemu-pr-helper has no equivalent flags):
   MPATH_PR_BACKEND    auto (default), emulated, sg, blkpr or mpath
   MPATH_PR_STATE      emulated SAN state file (default ${defaultStatePath()})
   MPATH_PR_INITIATOR  this host's initiator name on the emulated SAN
-  MPATH_PR_PATHS      paths per emulated LU (default 2)`,
+  MPATH_PR_PATHS      paths per emulated LU (default 2)
+
+Access control (comma-separated lists; libvirt passes only -k, so these are environment):
+  MPATH_PR_ALLOW_UID                 peers allowed to connect, by uid or user name (root always is)
+  MPATH_PR_ALLOW_GID                 peers allowed to connect, by primary gid or group name
+  MPATH_PR_ALLOW_DEVICE              absolute path globs and WWID patterns of usable devices
+  MPATH_PR_MAX_CONNECTIONS_PER_PEER  open connections per peer uid (default ${DEFAULT_MAX_CONNECTIONS_PER_PEER})
+  MPATH_PR_MAX_IN_FLIGHT_PER_PEER    commands at once per peer uid, more wait (default ${DEFAULT_MAX_IN_FLIGHT_PER_PEER})`,
     );
+}
+
+/** The access-control settings from MPATH_PR_ALLOW_* and MPATH_PR_MAX_*; throws ConfigError on a bad value. */
+export function accessFromEnvironment(env: NodeJS.ProcessEnv): AccessSettings {
+  const limit = (name: string, fallback: number) => (env[name] === undefined || env[name] === '' ? fallback : parseLimit(env[name]!, name));
+  return {
+    allowUids: splitList(env.MPATH_PR_ALLOW_UID).map(resolveUserId),
+    allowGids: splitList(env.MPATH_PR_ALLOW_GID).map(resolveGroupId),
+    allowDevices: splitList(env.MPATH_PR_ALLOW_DEVICE).map(parseDevicePattern),
+    maxConnectionsPerPeer: limit('MPATH_PR_MAX_CONNECTIONS_PER_PEER', DEFAULT_MAX_CONNECTIONS_PER_PEER),
+    maxInFlightPerPeer: limit('MPATH_PR_MAX_IN_FLIGHT_PER_PEER', DEFAULT_MAX_IN_FLIGHT_PER_PEER),
+  };
 }
 
 function logLevelFor(options: HelperOptions): LogLevel {
@@ -118,6 +142,7 @@ export async function main(argv: string[]): Promise<number> {
       pidfile: options.pidfile,
       user: options.user,
       group: options.group,
+      access: accessFromEnvironment(process.env),
     });
     installSignalHandlers(daemon);
     if (process.send) process.send('ready');

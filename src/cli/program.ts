@@ -28,8 +28,12 @@ import {
   parseLogLevel,
   parsePathCount,
   parseSocketMode,
+  parseLimit,
+  parseDevicePattern,
   type BackendSetting,
 } from '../daemon/config';
+import { DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_IN_FLIGHT_PER_PEER } from '../daemon/access-control';
+import { resolveGroupId, resolveUserId } from '../daemon/privileges';
 import { installSignalHandlers, startDaemon, VERSION } from '../daemon/daemon';
 import { DeviceOpenError, SocketError, withDevice } from './device-command';
 import { ExitCode, exitCodeForResult } from './exit-codes';
@@ -65,6 +69,31 @@ function parseType(text: string): number {
 function parseNonNegative(text: string): number {
   if (!/^\d+$/.test(text)) throw new InvalidArgumentError('expected a non-negative integer');
   return Number(text);
+}
+
+interface ServeOptions {
+  socket?: string;
+  socketMode: number;
+  logLevel: string;
+  pidfile?: string;
+  user?: string;
+  group?: string;
+  allowUid: number[];
+  allowGid: number[];
+  allowDevice: string[];
+  maxConnectionsPerPeer: number;
+  maxInFlightPerPeer: number;
+}
+
+/** A repeatable option's parser: each occurrence parsed and appended. */
+function collect<T>(parse: (text: string) => T) {
+  return (text: string, previous: T[]): T[] => {
+    try {
+      return [...previous, parse(text)];
+    } catch (error) {
+      throw new InvalidArgumentError((error as Error).message);
+    }
+  };
 }
 
 function collectTransportId(text: string, previous: TransportId[]): TransportId[] {
@@ -147,8 +176,31 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       .addOption(new Option('--socket <path>', 'where to listen (ignored under socket activation)').env('MPATH_PR_SOCKET'))
       .addOption(new Option('--socket-mode <octal>', 'permissions of the socket file').default(0o600, '0600').argParser(wrap(parseSocketMode)))
       .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').default('info').argParser(wrap(parseLogLevel)))
-      .option('--pidfile <file>', 'write the daemon pid here'),
-  ).action(async (options: BackendOptions & { socket?: string; socketMode: number; logLevel: string; pidfile?: string }) => {
+      .option('--pidfile <file>', 'write the daemon pid here')
+      .option('--user <user>', 'after binding, switch to this user (name or number), keeping only the capabilities the backends need')
+      .option('--group <group>', "after binding, switch to this group (default: the --user's primary group)")
+      .addOption(
+        new Option('--allow-uid <uid>', 'only peers with this uid (name or number) may connect; repeatable; root always may')
+          .default([], 'every peer')
+          .argParser(collect(resolveUserId)),
+      )
+      .addOption(new Option('--allow-gid <gid>', 'peers with this primary gid (name or number) may connect; repeatable').default([], 'every peer').argParser(collect(resolveGroupId)))
+      .addOption(
+        new Option('--allow-device <glob|wwid>', 'only devices whose path matches this absolute glob, or whose WWID matches this pattern; repeatable')
+          .default([], 'every device')
+          .argParser(collect(parseDevicePattern)),
+      )
+      .addOption(
+        new Option('--max-connections-per-peer <n>', 'open connections per peer uid; more are refused')
+          .default(DEFAULT_MAX_CONNECTIONS_PER_PEER)
+          .argParser(wrap((t) => parseLimit(t, '--max-connections-per-peer'))),
+      )
+      .addOption(
+        new Option('--max-in-flight-per-peer <n>', 'commands running at once per peer uid; more wait in FIFO order')
+          .default(DEFAULT_MAX_IN_FLIGHT_PER_PEER)
+          .argParser(wrap((t) => parseLimit(t, '--max-in-flight-per-peer'))),
+      ),
+  ).action(async (options: BackendOptions & ServeOptions) => {
     const activated = process.env.LISTEN_FDS !== undefined && process.env.LISTEN_PID === String(process.pid);
     const daemon = await startDaemon({
       socketPath: options.socket ?? (activated ? undefined : defaultServeSocket()),
@@ -159,6 +211,15 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       paths: options.paths,
       logLevel: parseLogLevel(options.logLevel),
       pidfile: options.pidfile,
+      user: options.user,
+      group: options.group,
+      access: {
+        allowUids: options.allowUid,
+        allowGids: options.allowGid,
+        allowDevices: options.allowDevice,
+        maxConnectionsPerPeer: options.maxConnectionsPerPeer,
+        maxInFlightPerPeer: options.maxInFlightPerPeer,
+      },
     });
     installSignalHandlers(daemon);
     await new Promise(() => undefined); // runs until a signal

@@ -4,6 +4,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { ConcreteBackendName } from '../backends/resolve';
+import type { AccessSettings } from './access-control';
 
 export type BackendSetting = 'auto' | ConcreteBackendName;
 export const BACKEND_SETTINGS: readonly BackendSetting[] = ['auto', 'emulated', 'sg', 'blkpr', 'mpath'];
@@ -25,6 +26,8 @@ export interface DaemonConfig {
   /** -u/-g: drop to this user and group after binding the socket. */
   readonly user?: string;
   readonly group?: string;
+  /** Peer and device allow-lists and per-peer limits; everything allowed when absent. */
+  readonly access?: AccessSettings;
 }
 
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
@@ -74,4 +77,23 @@ export function parseLogLevel(text: string): LogLevel {
 export function parseSocketMode(text: string): number {
   if (!/^[0-7]{3,4}$/.test(text)) throw new ConfigError(`--socket-mode must be octal like 0600, got ${JSON.stringify(text)}`);
   return parseInt(text, 8);
+}
+
+/** A positive integer limit (1..1000000). */
+export function parseLimit(text: string, what: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < 1 || value > 1_000_000) throw new ConfigError(`${what} must be an integer 1..1000000, got ${JSON.stringify(text)}`);
+  return value;
+}
+
+/** A comma-separated environment list ("a,b, c") as its non-empty items. */
+export function splitList(text: string | undefined): string[] {
+  return (text ?? '').split(',').map((item) => item.trim()).filter(Boolean);
+}
+
+/** --allow-device: an absolute path glob, or a WWID pattern without '/'. */
+export function parseDevicePattern(text: string): string {
+  if (!text || /\s/.test(text)) throw new ConfigError(`--allow-device takes an absolute path glob or a WWID, got ${JSON.stringify(text)}`);
+  if (!text.startsWith('/') && text.includes('/')) throw new ConfigError(`--allow-device ${JSON.stringify(text)}: a path must be absolute; a WWID has no '/'`);
+  return text;
 }

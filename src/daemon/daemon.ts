@@ -14,6 +14,8 @@ import { BackendResolver, type ConcreteBackendName } from '../backends/resolve';
 import { PrHelperServer } from '../protocol/server';
 import { clearSocketActivationEnv, socketActivationFd } from '../protocol/socket-activation';
 import { ConfigError, type DaemonConfig } from './config';
+import * as libc from '../../ffi/libc';
+import { AccessControl, OPEN_ACCESS } from './access-control';
 import { establishPrivileges, takeReexecHandoff } from './privileges';
 
 export const VERSION: string = (() => {
@@ -64,6 +66,7 @@ export function createBackends(config: Pick<DaemonConfig, 'backend' | 'statePath
 
 export interface Daemon {
   readonly server: PrHelperServer;
+  readonly access: AccessControl;
   readonly backends: BackendSet;
   readonly logger: Logger;
   /** Where the socket is, or 'fd 3 (socket activation)'. */
@@ -82,9 +85,20 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
   // Backends are created only after the privilege drop, so the state store and everything
   // else they open belongs to the final user.
   let backends: BackendSet | undefined;
+  const access = new AccessControl(config.access ?? OPEN_ACCESS, logger);
   const server = new PrHelperServer({
     logger,
-    execute: ({ handle, cdb, dataOut, peer, signal }) => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }),
+    authorize: (peer) => access.authorize(peer),
+    execute: ({ handle, cdb, dataOut, peer, signal }) => {
+      // Before any SCSI command: a device outside --allow-device never sees one.
+      const refusal = access.checkDevice(handle, peer, isBlockDevice(handle.fd));
+      if (refusal) return Promise.resolve(refusal);
+      return access.withSlot(peer, signal, () => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }));
+    },
+  });
+  server.on('connectionClosed', (event) => {
+    // 'refused' connections were never counted (authorize said no, or never ran).
+    if (event.reason !== 'refused' && event.peer) access.connectionClosed(event.peer);
   });
   let listening: string;
   let ownSocket: { path: string; ino: number } | undefined;
@@ -124,6 +138,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
       state: config.statePath,
       initiator: backends.emulated.initiatorKey,
       uid: process.getuid?.(),
+      access: config.access,
       paths: config.paths,
       version: VERSION,
     },
@@ -134,6 +149,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
   const ready = backends;
   return {
     server,
+    access,
     backends: ready,
     logger,
     listening,
@@ -149,6 +165,14 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
       return closing;
     },
   };
+}
+
+function isBlockDevice(fd: number): boolean {
+  try {
+    return libc.fstat(fd).isBlock;
+  } catch {
+    return false;
+  }
 }
 
 /** Removes the socket file if it is still the one we bound (another instance may have replaced it). */
@@ -199,7 +223,13 @@ export function installSignalHandlers(daemon: Daemon, exit: (code: number) => vo
   process.on('SIGINT', stop);
   process.on('SIGHUP', () => {
     daemon.logger.info(
-      { listening: daemon.listening, stats: daemon.server.stats, devices: daemon.backends.emulated.listDevices().length },
+      {
+        listening: daemon.listening,
+        stats: daemon.server.stats,
+        access: daemon.access.stats,
+        connectionsByUid: Object.fromEntries(daemon.access.connectionsByUid),
+        devices: daemon.backends.emulated.listDevices().length,
+      },
       'status (SIGHUP)',
     );
   });

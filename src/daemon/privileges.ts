@@ -183,6 +183,22 @@ export function resolveIdentity(spec: { user?: string; group?: string }): Target
   return { uid, gid };
 }
 
+/** --allow-uid: a user name or a number. */
+export function resolveUserId(spec: string): number {
+  const entry = lookupAccount('passwd', spec);
+  if (entry) return entry.id;
+  if (/^\d+$/.test(spec) && Number(spec) <= MAX_ID) return Number(spec);
+  throw new ConfigError(`invalid user ${JSON.stringify(spec)}: no such user`);
+}
+
+/** --allow-gid: a group name or a number. */
+export function resolveGroupId(spec: string): number {
+  const entry = lookupAccount('group', spec);
+  if (entry) return entry.id;
+  if (/^\d+$/.test(spec) && Number(spec) <= MAX_ID) return Number(spec);
+  throw new ConfigError(`invalid group ${JSON.stringify(spec)}: no such group`);
+}
+
 // ---------------------------------------------------------------------------------------
 // The plan: a pure function of what we have and what we want
 
