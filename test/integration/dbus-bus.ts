@@ -1,0 +1,200 @@
+// A private dbus-daemon per test suite, a `mpath-pr serve` process attached to it, and
+// small client helpers (signal waiting, property reads) built on dbus-next.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Message, MessageType, sessionBus, type MessageBus } from 'dbus-next';
+import { CLI, tempDir } from './serve-process';
+
+export interface PrivateBus {
+  readonly address: string;
+  readonly dir: string;
+  stop(): Promise<void>;
+}
+
+/** 'open': everybody may own, call and receive everything. 'system': the system bus defaults plus the given policy files. */
+export type BusPolicy = { kind: 'open' } | { kind: 'system'; include: readonly string[] };
+
+function busConfig(socket: string, policy: BusPolicy): string {
+  const open = `
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>`;
+  // The default policy of Debian's /usr/share/dbus-1/system.conf.
+  const system = `
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  ${policy.kind === 'system' ? policy.include.map((file) => `<include>${file}</include>`).join('\n  ') : ''}`;
+  return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>custom</type>
+  <listen>unix:path=${socket}</listen>
+  <auth>EXTERNAL</auth>
+  ${policy.kind === 'open' ? open : system}
+</busconfig>
+`;
+}
+
+/** Starts dbus-daemon on a socket in a fresh directory that every uid can reach. */
+export async function startPrivateBus(policy: BusPolicy = { kind: 'open' }): Promise<PrivateBus> {
+  const dir = tempDir('mpath-pr-dbus-');
+  fs.chmodSync(dir, 0o755);
+  const socket = path.join(dir, 'bus');
+  const config = path.join(dir, 'bus.conf');
+  fs.writeFileSync(config, busConfig(socket, policy));
+  const child = spawn('dbus-daemon', [`--config-file=${config}`, '--nofork', '--print-address=1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  let errors = '';
+  child.stderr!.on('data', (chunk) => (errors += chunk));
+  const address = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (chunk) => {
+      output += chunk;
+      const line = output.split('\n')[0];
+      if (output.includes('\n')) resolve(line.trim());
+    });
+    child.on('exit', (code) => reject(new Error(`dbus-daemon exited ${code}: ${errors}`)));
+  });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  return {
+    address,
+    dir,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Connects a client and waits for Hello. */
+export async function connectClientBus(address: string): Promise<MessageBus> {
+  const bus = sessionBus({ busAddress: address });
+  await new Promise<void>((resolve, reject) => {
+    bus.once('connect', () => resolve());
+    bus.once('error', reject);
+  });
+  return bus;
+}
+
+export async function call(bus: MessageBus, destination: string, objectPath: string, iface: string, member: string, signature = '', body: unknown[] = []): Promise<Message> {
+  const reply = await bus.call(new Message({ destination, path: objectPath, interface: iface, member, signature, body }));
+  if (!reply) throw new Error(`${member}: no reply`);
+  return reply;
+}
+
+export async function getProperty(bus: MessageBus, destination: string, objectPath: string, iface: string, name: string): Promise<unknown> {
+  const reply = await call(bus, destination, objectPath, 'org.freedesktop.DBus.Properties', 'Get', 'ss', [iface, name]);
+  return (reply.body[0] as { value: unknown }).value;
+}
+
+/** Every signal the bus delivers to this connection from now on, for tests to wait on. */
+export class SignalRecorder {
+  readonly signals: Message[] = [];
+  private waiters: { match: (m: Message) => boolean; resolve: (m: Message) => void }[] = [];
+  private readonly listener = (msg: Message) => {
+    if (msg.type !== MessageType.SIGNAL) return;
+    this.signals.push(msg);
+    this.waiters = this.waiters.filter((w) => {
+      if (!w.match(msg)) return true;
+      w.resolve(msg);
+      return false;
+    });
+  };
+
+  private constructor(private readonly bus: MessageBus) {
+    bus.on('message', this.listener);
+  }
+
+  /** Subscribes to every signal from `sender` (a well-known name is resolved by the bus). */
+  static async start(bus: MessageBus, sender: string): Promise<SignalRecorder> {
+    const recorder = new SignalRecorder(bus);
+    await call(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'AddMatch', 's', [`type='signal',sender='${sender}'`]);
+    return recorder;
+  }
+
+  /** The first signal (already received or still to come) that matches; fails after `guardMs` so a missing signal ends the test. */
+  next(match: (m: Message) => boolean, what: string, guardMs = 10_000, from = 0): Promise<Message> {
+    const seen = this.signals.slice(from).find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<Message>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${what} signal arrived`)), guardMs);
+      this.waiters.push({
+        match,
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+      });
+    });
+  }
+
+  get count(): number {
+    return this.signals.length;
+  }
+
+  stop(): void {
+    this.bus.removeListener('message', this.listener);
+  }
+}
+
+export interface DbusServeProcess {
+  readonly child: ChildProcess;
+  readonly socket: string;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+/** `mpath-pr serve` with extra flags; ready once it logged "mpath-pr ready". */
+export async function startServeWith(options: { dir: string; state: string; initiator: string; args: string[]; paths?: number }): Promise<DbusServeProcess> {
+  const socket = path.join(options.dir, `${options.initiator}.sock`);
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--socket', socket, '--state', options.state, '--initiator', options.initiator, '--paths', String(options.paths ?? 2), '--log-level', 'debug', ...options.args],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  const deadline = Date.now() + 20_000;
+  while (!output.includes('mpath-pr ready')) {
+    if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${output}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`serve did not become ready: ${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return {
+    child,
+    socket,
+    logs: () => output,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
