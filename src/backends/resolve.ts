@@ -128,7 +128,7 @@ export class Sysfs {
     }
   }
 
-  /** Resolved target of a path (following sysfs symlinks), relative to the root when inside it. */
+  /** The absolute resolved path (following sysfs symlinks), or undefined. */
   realpath(relative: string): string | undefined {
     try {
       return fs.realpathSync(path.join(this.root, relative));
@@ -201,7 +201,8 @@ function classifyBlock(rdev: Rdev, sysfs: Sysfs): DeviceInfo {
     return { class: 'scsi-block', rdev, detail: 'SCSI block device' };
   }
   const devicePath = sysfs.realpath(`${base}/device`) ?? '';
-  if (/\/host\d+\/(?:rport-[^/]+\/)?target\d+:\d+:\d+\//.test(devicePath)) return { class: 'scsi-block', rdev, detail: 'block device on a SCSI host' };
+  // …/hostH/[rport-…/ | session…/]targetH:C:T/H:C:T:L, as FC, iSCSI, SAS and tcm_loop lay it out.
+  if (/\/host\d+\/(?:[^/]+\/)*target\d+:\d+:\d+\//.test(devicePath)) return { class: 'scsi-block', rdev, detail: 'block device on a SCSI host' };
   const name = path.basename(sysfs.realpath(base) ?? '');
   if (/^nvme\d+n\d+$/.test(name) || /\/nvme\//.test(devicePath)) return { class: 'nvme', rdev, detail: `NVMe namespace ${name}` };
   return { class: 'block-without-pr', rdev, detail: `block device ${name || base} has no persistent-reservation support` };

@@ -404,6 +404,31 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
         expect(readReservation(hostBDevice).holder?.type).to.equal(PrType.EXCLUSIVE_ACCESS);
         clearLu(pathA);
       });
+
+      it('blkpr on 6.1 fails a PR OUT on a pending unit attention unless retried (host B: no path checker eats it)', async function () {
+        clearLu(pathA);
+        await drainUnitAttentions(hostB.fd);
+        const registrantsOnly = PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY;
+        const giveHostBAUnitAttention = async () => {
+          // Releasing a registrants-only reservation sets RESERVATIONS RELEASED for every other registrant.
+          expectStatus(await out(sg, a, { action: 'reserve', reservationKey: KEY_A, type: registrantsOnly }), Status.GOOD, 'reserve A');
+          expectStatus(await out(sg, a, { action: 'release', reservationKey: KEY_A, type: registrantsOnly }), Status.GOOD, 'release A');
+        };
+        expectStatus(await out(sg, a, { action: 'register', serviceActionKey: KEY_A }), Status.GOOD, 'register A');
+        expectStatus(await out(sg, hostB, { action: 'register', serviceActionKey: KEY_B }), Status.GOOD, 'register B');
+
+        await giveHostBAUnitAttention();
+        const noRetry = new BlkprBackend({ prOutAttempts: 1 });
+        const failed = await out(noRetry, hostB, { action: 'reserve', reservationKey: KEY_B, type: PrType.EXCLUSIVE_ACCESS });
+        await noRetry.close();
+        expectSense(failed, Sense.IO_ERROR, 'RESERVE by B through IOC_PR_RESERVE without retry');
+        expect(readReservation(hostBDevice).holder, 'the target did not run it').to.equal(undefined);
+
+        await giveHostBAUnitAttention();
+        expectStatus(await out(blkpr, hostB, { action: 'reserve', reservationKey: KEY_B, type: PrType.EXCLUSIVE_ACCESS }), Status.GOOD, 'RESERVE by B, retried');
+        expect(readReservation(hostBDevice).holder).to.deep.equal({ key: KEY_B, type: PrType.EXCLUSIVE_ACCESS });
+        clearLu(hostBDevice);
+      });
     });
   }
 });

@@ -92,6 +92,11 @@ function buildFakeSysfs(): FakeSysfsTree {
   t.file('devices/platform/host4/target4:0:1/4:0:1:0/block/sdd/dev', '8:48\n');
   t.link('devices/platform/host4/target4:0:1/4:0:1:0/block/sdd/device', 'devices/platform/host4/target4:0:1/4:0:1:0');
   t.link('dev/block/8:48', 'devices/platform/host4/target4:0:1/4:0:1:0/block/sdd');
+  // The same under an iSCSI session directory.
+  t.dir('devices/platform/host5/session1/target5:0:0/5:0:0:0');
+  t.file('devices/platform/host5/session1/target5:0:0/5:0:0:0/block/sde/dev', '8:64\n');
+  t.link('devices/platform/host5/session1/target5:0:0/5:0:0:0/block/sde/device', 'devices/platform/host5/session1/target5:0:0/5:0:0:0');
+  t.link('dev/block/8:64', 'devices/platform/host5/session1/target5:0:0/5:0:0:0/block/sde');
   // NVMe namespace, loop device, virtio disk, and /dev/null's entry.
   t.file('devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/dev', '259:0\n');
   t.link('devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/device', 'devices/pci0000:00/0000:00:04.0/nvme/nvme0');
@@ -226,6 +231,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
       ['SCSI disk sdb', 'block', 8, 16, 'scsi-block'],
       ['partition sdb1', 'block', 8, 17, 'partition'],
       ['block device under a SCSI host without scsi_disk', 'block', 8, 48, 'scsi-block'],
+      ['iSCSI block device (host/session/target) without scsi_disk', 'block', 8, 64, 'scsi-block'],
       ['NVMe namespace', 'block', 259, 0, 'nvme'],
       ['loop device', 'block', 7, 0, 'block-without-pr'],
       ['virtio disk', 'block', 254, 0, 'block-without-pr'],

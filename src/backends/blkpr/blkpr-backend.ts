@@ -36,6 +36,8 @@ export interface BlkprBackendOptions {
   readonly sysfs?: Sysfs;
   /** Where slave path nodes live; tests only. */
   readonly devDirectory?: string;
+  /** Tries per PR OUT when the target answers CHECK CONDITION (default PR_OUT_ATTEMPTS; 1 = no retry). */
+  readonly prOutAttempts?: number;
 }
 
 /**
@@ -75,6 +77,7 @@ export class BlkprBackend implements PrBackend {
   private readonly queue: DeviceQueue;
   private readonly sysfs: Sysfs;
   private readonly devDirectory: string;
+  private readonly prOutAttempts: number;
   private closed = false;
 
   constructor(options: BlkprBackendOptions = {}) {
@@ -83,6 +86,8 @@ export class BlkprBackend implements PrBackend {
     this.queue = options.queue ?? new DeviceQueue();
     this.sysfs = options.sysfs ?? hostSysfs;
     this.devDirectory = options.devDirectory ?? '/dev';
+    this.prOutAttempts = options.prOutAttempts ?? PR_OUT_ATTEMPTS;
+    if (!Number.isInteger(this.prOutAttempts) || this.prOutAttempts < 1) throw new RangeError(`prOutAttempts must be a positive integer, got ${this.prOutAttempts}`);
   }
 
   async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult> {
@@ -110,7 +115,7 @@ export class BlkprBackend implements PrBackend {
           } catch {
             return statusOnly(Status.TASK_SET_FULL); // koffi's async queue is full
           }
-          if (!isBareCheckCondition(outcome.ret) || attempt >= PR_OUT_ATTEMPTS) break;
+          if (!isBareCheckCondition(outcome.ret) || attempt >= this.prOutAttempts) break;
         }
         return resultFromBlockPrReturn(outcome.ret, outcome.errno);
       },
