@@ -12,6 +12,8 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
+import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
 import { buildPrIn, buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
 import { PrHelperClient } from '../../src/protocol/client';
 import type { PrHelperReply } from '../../src/protocol/messages';
@@ -162,13 +164,47 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
     expect(multipathd(`getprstatus map ${topology.mpathName}`)).to.match(/^(1|set\n)$/);
   });
 
-  it('REGISTER AND IGNORE while a path is failed in the map still registers that path (0.9.4 skips it)', async function () {
+  it('REGISTER AND IGNORE while a path is failed in the map leaves both nexuses registered', async function () {
+    // libmpathpersist 0.9.4 runs its own path checker (DI_CHECKER), so a path that multipathd
+    // failed but that answers TEST UNIT READY is still sent the command.
     multipathd(`fail path ${short(pathB)}`);
     await waitFor(`${pathB} failed`, () => mapPaths(topology.mpathName).find((p) => p.device === pathB)?.dmState === 'failed', { timeoutMs: 10_000 });
     expectGood(await prOut(ours!, { action: 'register-ignore', serviceActionKey: KEY_A }), 'REGISTER AND IGNORE');
     expect(keysOn(pathA), 'both nexuses registered right after GOOD').to.deep.equal([KEY_A, KEY_A]);
-    const log = fs.readFileSync(ours!.log, 'utf8');
-    expect(log).to.include('not every path is registered; registering each path');
+  });
+
+  it('a library run that registers one path only is repaired on the other path before GOOD', async function () {
+    // The library is replaced by a stand-in that registers the first path only, like a
+    // 0.9.4 run that skipped a path; everything after it (READ KEYS and REGISTER AND IGNORE
+    // over SG_IO on each real path) is the backend's own code against LIO.
+    const fake = path.join(scratch, 'partial-worker.js');
+    fs.writeFileSync(
+      fake,
+      `const { execFileSync } = require('child_process');
+process.on('disconnect', () => process.exit(0));
+process.on('message', (m) => {
+  execFileSync('sg_persist', ['--out', '--no-inquiry', '--register-ignore', '--param-sark=0x' + m.params.serviceActionKey.toString(16), ${JSON.stringify(pathA)}]);
+  process.send({ kind: 'reply', id: m.id, rc: 0, elapsedMs: 0 });
+});
+process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
+`,
+    );
+    const lines: string[] = [];
+    const sink = (level: string) => (obj: unknown, msg?: string) => lines.push(`${level} ${msg ?? ''} ${JSON.stringify(obj)}`);
+    const logger = { debug: sink('debug'), info: sink('info'), warn: sink('warn'), error: sink('error') } as unknown as WorkerLogger;
+    const backend = new MpathBackend({ worker: { workerPath: fake, logger }, logger, multipathd: null, reservationKeySetting: { source: 'file' } });
+    const fd = fs.openSync(topology.mpathDevice, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    try {
+      const { cdb, dataOut } = buildPrOut({ action: 'register-ignore', serviceActionKey: KEY_A2 });
+      const result = await backend.execute({ fd, path: topology.mpathDevice, writable: true }, cdb, dataOut);
+      expect(result.status, lines.join('\n')).to.equal(Status.GOOD);
+      expect(keysOn(pathA)).to.deep.equal([KEY_A2, KEY_A2]);
+      expect(backend.lastReport.get(topology.mpathName)?.repairedPaths).to.deep.equal(topology.pathDevices.map(short));
+      expect(lines.join('\n')).to.include('not every path is registered; registering each path');
+    } finally {
+      fs.closeSync(fd);
+      await backend.close();
+    }
   });
 
   it('a path that loses its registration while failed gets it back on reinstate (multipathd holds our key)', async function () {
@@ -299,19 +335,31 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
       expect(keysOn(pathA), 'mpath-pr: both nexuses').to.deep.equal([KEY_Q, KEY_Q]);
     });
 
-    it('RELEASE by a non-holder: qemu-pr-helper (0.9.4) clears host B\'s reservation, ours leaves it', async function () {
-      expectGood(await prOut(qemu!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER via qemu-pr-helper');
-      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
-      run('sg_persist', ['--out', '--no-inquiry', '--reserve', `--param-rk=${hex(KEY_B)}`, `--prout-type=${WE_RO}`, hostB.device]);
-      await prOut(qemu!, { action: 'release', reservationKey: KEY_A, type: WE_RO });
-      const afterQemu = readReservation(hostB.device).holder;
-      writeArtifact(topology, 'mpath-lab/qemu-release-by-non-holder.txt', `holder after qemu-pr-helper RELEASE: ${afterQemu ? `${hex(afterQemu.key)} type ${afterQemu.type}` : 'none'}\nkeys: ${keysOn(hostB.device).map(hex).join(',')}\n`);
-      expect(afterQemu?.key, 'the 0.9.4 bug: host B lost its reservation').to.not.equal(KEY_B);
+    it('RELEASE by a non-holder: mpathpersist (the same 0.9.4 library) clears host B\'s reservation, ours leaves it', async function () {
+      const setUp = async (via: 'mpathpersist' | 'qemu-pr-helper' | 'mpath-pr') => {
+        await resetLu();
+        if (via === 'mpathpersist') run('mpathpersist', ['--out', '--register', `--param-sark=${hex(KEY_A)}`, topology.mpathDevice]);
+        else expectGood(await prOut(via === 'qemu-pr-helper' ? qemu! : ours!, { action: 'register', serviceActionKey: KEY_A }), `REGISTER via ${via}`);
+        run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
+        run('sg_persist', ['--out', '--no-inquiry', '--reserve', `--param-rk=${hex(KEY_B)}`, `--prout-type=${WE_RO}`, hostB.device]);
+      };
+      const state = () => {
+        const holder = readReservation(hostB.device).holder;
+        return `holder ${holder ? `${hex(holder.key)} type ${holder.type}` : 'none'}; keys ${keysOn(hostB.device).map(hex).join(',')}`;
+      };
 
-      await resetLu();
-      expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER via mpath-pr');
-      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
-      run('sg_persist', ['--out', '--no-inquiry', '--reserve', `--param-rk=${hex(KEY_B)}`, `--prout-type=${WE_RO}`, hostB.device]);
+      await setUp('qemu-pr-helper');
+      const qemuReply = await prOut(qemu!, { action: 'release', reservationKey: KEY_A, type: WE_RO });
+      const afterQemu = `qemu-pr-helper RELEASE: status 0x${qemuReply.status.toString(16)} ${qemuReply.status === Status.CHECK_CONDITION ? describeSense(qemuReply.sense) : ''}; ${state()}`;
+
+      await setUp('mpathpersist');
+      const cli = run('mpathpersist', ['--out', '--release', `--param-rk=${hex(KEY_A)}`, `--prout-type=${WE_RO}`, topology.mpathDevice], { allowFailure: true });
+      const afterCli = `mpathpersist RELEASE: exit ${cli.status}; ${state()}`;
+      writeArtifact(topology, 'mpath-lab/release-by-non-holder.txt', `${afterQemu}\n${afterCli}\n`);
+      console.log(`      ${afterQemu}\n      ${afterCli}`);
+      expect(readReservation(hostB.device).holder?.key, `the 0.9.4 bug: ${afterCli}`).to.not.equal(KEY_B);
+
+      await setUp('mpath-pr');
       expectGood(await prOut(ours!, { action: 'release', reservationKey: KEY_A, type: WE_RO }), 'RELEASE via mpath-pr');
       expect(readReservation(hostB.device).holder).to.deep.equal({ key: KEY_B, type: WE_RO });
     });
