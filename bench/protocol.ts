@@ -24,7 +24,8 @@ export interface ServerHandle {
   stop(): Promise<void>;
 }
 
-export const PEER_BINARY = '/usr/bin/qemu-pr-helper';
+/** Debian's qemu-pr-helper; BENCH_PEER_BINARY points at another build (or at nothing, to test the no-peer path). */
+export const PEER_BINARY = process.env.BENCH_PEER_BINARY || '/usr/bin/qemu-pr-helper';
 
 async function waitUntilServing(child: ChildProcess, socketPath: string, logPath: string): Promise<void> {
   let exit: string | undefined;

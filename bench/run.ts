@@ -291,7 +291,7 @@ function judgeClientCapacity(metrics: readonly Metric[]): Record<string, unknown
     verdicts.push(
       `${kind}: the single client thread was ${Math.round(elu * 100)}% busy ` +
         `(${saturated ? 'saturated: one client thread is a bottleneck' : 'not saturated: one client thread suffices'}); ` +
-        `4 threads gave ${gain.toFixed(2)}x its throughput${gain > NOISE === saturated ? '' : ' (throughput disagrees: machine noise)'}`,
+        `4 threads gave ${gain.toFixed(2)}x its throughput${gain > NOISE === saturated ? '' : ' (throughput disagrees: noise, or on a loaded machine more client threads simply win a larger share of the CPUs)'}`,
     );
   }
   return { figures, noiseMargin: NOISE, saturatedElu: SATURATED_ELU, conclusion: verdicts.join('; ') || 'not measured' };
