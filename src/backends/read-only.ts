@@ -7,6 +7,6 @@ import { checkCondition, Sense, type ScsiResult } from '../scsi/sense';
 import type { DeviceHandle } from './backend';
 
 export function refusePrOutOnReadOnly(device: Pick<DeviceHandle, 'writable'>, cdb: Uint8Array): ScsiResult | undefined {
-  if (cdb[0] === Opcode.PERSISTENT_RESERVE_OUT && !device.writable) return checkCondition(Sense.INVALID_OPCODE);
+  if (cdb.length > 0 && cdb[0] === Opcode.PERSISTENT_RESERVE_OUT && !device.writable) return checkCondition(Sense.INVALID_OPCODE);
   return undefined;
 }

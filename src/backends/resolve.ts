@@ -29,6 +29,7 @@ import { Opcode } from '../scsi/constants';
 import { notPrCapable } from '../scsi/errno-sense';
 import { checkCondition, Sense, type ScsiResult } from '../scsi/sense';
 import type { BackendName, DeviceHandle, ExecuteOptions, PrBackend } from './backend';
+import { refusePrOutOnReadOnly } from './read-only';
 
 export interface Rdev {
   readonly major: number;
@@ -37,16 +38,6 @@ export interface Rdev {
 
 // ---------------------------------------------------------------------------------------
 // The read-only rule
-
-/**
- * PR OUT on an fd opened read-only is refused with INVALID OPERATION CODE, as
- * qemu-pr-helper does (it checks fcntl(F_GETFL) before anything else). PR IN is allowed.
- * The one definition of that rule: the server, the resolver and every backend call this.
- */
-export function readOnlyRefusal(device: DeviceHandle, cdb: Uint8Array): ScsiResult | undefined {
-  if (cdb.length > 0 && cdb[0] === Opcode.PERSISTENT_RESERVE_OUT && !device.writable) return checkCondition(Sense.INVALID_OPCODE);
-  return undefined;
-}
 
 // ---------------------------------------------------------------------------------------
 // dev_t
@@ -312,7 +303,7 @@ export class BackendResolver implements PrBackend {
   }
 
   async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult> {
-    const refusal = readOnlyRefusal(device, cdb);
+    const refusal = refusePrOutOnReadOnly(device, cdb);
     if (refusal) return refusal;
     const choice = this.resolve(device);
     this.options.onDecision?.(device, choice);

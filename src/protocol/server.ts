@@ -13,6 +13,7 @@ import * as libc from '../../ffi/libc';
 import type { DeviceHandle, PeerIdentity } from '../backends/backend';
 import { PR_IN_ACTION_NAMES, PR_OUT_ACTION_NAMES, PrOutAction, Status, prTypeName, statusName } from '../scsi/constants';
 import { ScsiResult, Sense, checkCondition, describeSense } from '../scsi/sense';
+import { refusePrOutOnReadOnly } from '../backends/read-only';
 import { ConnectionClosedError, FdConnection } from './fd-connection';
 import { PrHelperRequest, isPrOut, transferLength } from './messages';
 import { RequestParser } from './parser';
@@ -366,12 +367,8 @@ export class PrHelperServer extends EventEmitter {
     let result: ScsiResult;
     try {
       handle = describeDeviceFd(request.fd);
-      if (prOut && !handle.writable) {
-        // qemu-pr-helper's check: PR OUT needs an fd opened for writing.
-        result = checkCondition(Sense.INVALID_OPCODE);
-      } else {
-        result = await this.runExecute(state, handle, request, log);
-      }
+      // qemu-pr-helper's check, before any backend: PR OUT needs an fd opened for writing.
+      result = refusePrOutOnReadOnly(handle, request.cdb) ?? (await this.runExecute(state, handle, request, log));
     } catch (error) {
       this.counters.executeErrors++;
       log.error({ err: error, fd: request.fd }, 'cannot inspect the request fd');

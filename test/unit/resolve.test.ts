@@ -16,7 +16,6 @@ import {
   decodeDevT,
   deviceKey,
   rdevOf,
-  readOnlyRefusal,
   Sysfs,
   type ConcreteBackendName,
   type BackendChoice,
@@ -24,6 +23,7 @@ import {
 import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
 import { Status } from '../../src/scsi/constants';
 import { Sense, senseMatches, type ScsiResult, good } from '../../src/scsi/sense';
+import { refusePrOutOnReadOnly } from '../../src/backends/read-only';
 
 function handleFor(fd: number, p: string, writable = true): DeviceHandle {
   return { fd, path: p, writable };
@@ -139,20 +139,20 @@ describe('device resolver (src/backends/resolve.ts)', function () {
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  describe('readOnlyRefusal (the one home of the read-only rule)', function () {
+  describe('refusePrOutOnReadOnly (src/backends/read-only.ts, the one home of the read-only rule)', function () {
     it('refuses PR OUT on a read-only handle with INVALID OPERATION CODE', function () {
-      const result = readOnlyRefusal(handleFor(3, '/x', false), PR_OUT);
+      const result = refusePrOutOnReadOnly(handleFor(3, '/x', false), PR_OUT);
       expect(result?.status).to.equal(Status.CHECK_CONDITION);
       expect(senseMatches(result!.sense, Sense.INVALID_OPCODE)).to.equal(true);
     });
     it('allows PR IN on a read-only handle', function () {
-      expect(readOnlyRefusal(handleFor(3, '/x', false), PR_IN)).to.equal(undefined);
+      expect(refusePrOutOnReadOnly(handleFor(3, '/x', false), PR_IN)).to.equal(undefined);
     });
     it('allows PR OUT on a writable handle', function () {
-      expect(readOnlyRefusal(handleFor(3, '/x', true), PR_OUT)).to.equal(undefined);
+      expect(refusePrOutOnReadOnly(handleFor(3, '/x', true), PR_OUT)).to.equal(undefined);
     });
     it('has nothing to say about an empty CDB', function () {
-      expect(readOnlyRefusal(handleFor(3, '/x', false), new Uint8Array(0))).to.equal(undefined);
+      expect(refusePrOutOnReadOnly(handleFor(3, '/x', false), new Uint8Array(0))).to.equal(undefined);
     });
   });
 

@@ -23,7 +23,8 @@ import { Opcode, Status } from '../../scsi/constants';
 import { resultFromBlockPrReturn } from '../../scsi/errno-sense';
 import { checkCondition, Sense, statusOnly, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { classifyDevice, decodeDevT, deviceKey, hostSysfs, readOnlyRefusal, type Sysfs } from '../resolve';
+import { classifyDevice, decodeDevT, deviceKey, hostSysfs, type Sysfs } from '../resolve';
+import { refusePrOutOnReadOnly } from '../read-only';
 import { DeviceQueue } from '../sg/device-queue';
 import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, validatePrCdb, type PassThroughOutcome } from '../sg/pass-through';
 import { translatePrOut, type BlockPrOperation } from './translate';
@@ -94,7 +95,7 @@ export class BlkprBackend implements PrBackend {
     if (this.closed) throw new Error('BlkprBackend is closed');
     const invalid = validatePrCdb(cdb, dataOut);
     if (invalid) return invalid;
-    const refusal = readOnlyRefusal(device, cdb);
+    const refusal = refusePrOutOnReadOnly(device, cdb);
     if (refusal) return refusal;
     const cdbCopy = Uint8Array.from(cdb);
     if (cdb[0] === Opcode.PERSISTENT_RESERVE_IN) {

@@ -5,7 +5,8 @@
 
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { deviceKey, readOnlyRefusal } from '../resolve';
+import { deviceKey } from '../resolve';
+import { refusePrOutOnReadOnly } from '../read-only';
 import { DeviceQueue } from './device-queue';
 import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, validatePrCdb } from './pass-through';
 
@@ -32,7 +33,7 @@ export class SgBackend implements PrBackend {
     if (this.closed) throw new Error('SgBackend is closed');
     const invalid = validatePrCdb(cdb, dataOut);
     if (invalid) return invalid;
-    const refusal = readOnlyRefusal(device, cdb);
+    const refusal = refusePrOutOnReadOnly(device, cdb);
     if (refusal) return refusal;
     if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     const cdbCopy = Uint8Array.from(cdb);
