@@ -199,8 +199,11 @@ export function buildProgram(io: CliIo = defaultIo): Command {
         new Option('--max-in-flight-per-peer <n>', 'commands running at once per peer uid; more wait in FIFO order')
           .default(DEFAULT_MAX_IN_FLIGHT_PER_PEER)
           .argParser(wrap((t) => parseLimit(t, '--max-in-flight-per-peer'))),
-      ),
-  ).action(async (options: BackendOptions & ServeOptions) => {
+      )
+      .option('--dbus-address <address>', 'D-Bus to publish org.mpathpr.Manager1 on (default: $DBUS_SYSTEM_BUS_ADDRESS, else the system bus)')
+      .option('--no-dbus', 'do not connect to D-Bus at all')
+      .option('--dbus-admin-uid <uid>', 'besides root, this uid (name or number) may call the D-Bus admin methods; repeatable', collect(resolveUserId), []),
+  ).action(async (options: BackendOptions & ServeOptions & { dbus: boolean; dbusAddress?: string; dbusAdminUid: number[] }) => {
     const activated = process.env.LISTEN_FDS !== undefined && process.env.LISTEN_PID === String(process.pid);
     const daemon = await startDaemon({
       socketPath: options.socket ?? (activated ? undefined : defaultServeSocket()),
@@ -220,6 +223,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
         maxConnectionsPerPeer: options.maxConnectionsPerPeer,
         maxInFlightPerPeer: options.maxInFlightPerPeer,
       },
+      dbus: { enabled: options.dbus, address: options.dbusAddress, adminUids: options.dbusAdminUid },
     });
     installSignalHandlers(daemon);
     await new Promise(() => undefined); // runs until a signal

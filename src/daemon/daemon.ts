@@ -4,6 +4,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
+import { CommandObservers, observeExecute } from '../dbus/command-observer';
+import { startDbusServiceOrWarn, type DbusService, type DbusSettings } from '../dbus/service';
+import { MultipathdClient } from '../multipathd/client';
 import type { PrBackend } from '../backends/backend';
 import { EmulatedBackend } from '../backends/emulated/emulated-backend';
 import { SgBackend } from '../backends/sg/sg-backend';
@@ -71,11 +74,15 @@ export interface Daemon {
   readonly logger: Logger;
   /** Where the socket is, or 'fd 3 (socket activation)'. */
   readonly listening: string;
+  /** Sees every command's outcome after it ran (D-Bus and other views). */
+  readonly commandObservers: CommandObservers;
+  /** The D-Bus service, when a bus was reachable and D-Bus is not disabled. */
+  readonly dbus: DbusService | undefined;
   /** Stops accepting, finishes in-flight commands, closes backends, removes the pidfile. */
   close(): Promise<void>;
 }
 
-export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
+export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusSettings }, logger: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
   // Set when this image is the re-exec after the privilege drop: the socket is already bound.
   const handoff = takeReexecHandoff();
   const activatedFd = handoff ? undefined : socketActivationFd({ explicitPath: config.socketPath });
@@ -85,16 +92,17 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
   // Backends are created only after the privilege drop, so the state store and everything
   // else they open belongs to the final user.
   let backends: BackendSet | undefined;
+  const commandObservers = new CommandObservers();
   const access = new AccessControl(config.access ?? OPEN_ACCESS, logger);
   const server = new PrHelperServer({
     logger,
     authorize: (peer) => access.authorize(peer),
-    execute: ({ handle, cdb, dataOut, peer, signal }) => {
+    execute: observeExecute(({ handle, cdb, dataOut, peer, signal }) => {
       // Before any SCSI command: a device outside --allow-device never sees one.
       const refusal = access.checkDevice(handle, peer, isBlockDevice(handle.fd));
       if (refusal) return Promise.resolve(refusal);
-      return access.withSlot(peer, signal, () => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }));
-    },
+      return access.withSlot(peer, signal, () => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }), handle.path);
+    }, commandObservers),
   });
   server.on('connectionClosed', (event) => {
     // 'refused' connections were never counted (authorize said no, or never ran).
@@ -131,6 +139,22 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
     if (handoff) removeOwnSocket(ownSocket, logger);
     throw error;
   }
+  // D-Bus is a view: without a usable bus the daemon logs one warning and serves anyway.
+  const dbus =
+    config.dbus?.enabled === false
+      ? undefined
+      : await startDbusServiceOrWarn({
+          logger,
+          version: VERSION,
+          busAddress: config.dbus?.address,
+          adminUids: config.dbus?.adminUids,
+          server,
+          resolver: backends.resolver,
+          emulated: backends.emulated,
+          observers: commandObservers,
+          multipathd: new MultipathdClient(),
+          statePath: config.statePath,
+        });
   logger.info(
     {
       listening,
@@ -153,9 +177,12 @@ export async function startDaemon(config: DaemonConfig, logger: Logger = pino({ 
     backends: ready,
     logger,
     listening,
+    commandObservers,
+    dbus,
     close() {
       closing ??= (async () => {
         await server.close();
+        await dbus?.close();
         await ready.resolver.close();
         // After a re-exec the server adopted the fd and does not know the path.
         if (handoff) removeOwnSocket(ownSocket, logger);

@@ -41,6 +41,16 @@ export function resolveBusAddress(explicit: string | undefined, env: NodeJS.Proc
   return explicit || env.DBUS_SYSTEM_BUS_ADDRESS || SYSTEM_BUS_SOCKET_ADDRESS;
 }
 
+/** The daemon's D-Bus settings (`--no-dbus`, `--dbus-address`, `--dbus-admin-uid`). */
+export interface DbusSettings {
+  /** false: no D-Bus at all. Default true. */
+  readonly enabled?: boolean;
+  /** Undefined: DBUS_SYSTEM_BUS_ADDRESS, else the system bus. */
+  readonly address?: string;
+  /** Uids besides 0 allowed to call the admin methods. */
+  readonly adminUids?: readonly number[];
+}
+
 export class DbusUnavailableError extends Error {
   constructor(message: string) {
     super(message);
