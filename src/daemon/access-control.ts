@@ -300,7 +300,7 @@ export class AccessControl {
    * Runs `run` once the peer has an in-flight slot. A command whose client leaves while it
    * waits never runs; its answer goes nowhere, so it is LUN COMMUNICATION FAILURE.
    */
-  async withSlot(peer: PeerIdentity, signal: AbortSignal | undefined, run: () => Promise<ScsiResult>): Promise<ScsiResult> {
+  async withSlot(peer: PeerIdentity, signal: AbortSignal | undefined, run: () => Promise<ScsiResult>, device?: string): Promise<ScsiResult> {
     let slots = this.slots.get(peer.uid);
     if (!slots) {
       slots = new FifoSlots(this.settings.maxInFlightPerPeer);
@@ -308,15 +308,16 @@ export class AccessControl {
     }
     if (slots.inUse >= slots.limit || slots.waiting > 0) {
       this.counters.commandsQueued++;
-      this.logger.debug({ peer, inFlight: slots.inUse, waiting: slots.waiting }, 'in-flight limit reached; command waits its turn');
+      this.logger.debug({ peer, device, inFlight: slots.inUse, waiting: slots.waiting }, 'in-flight limit reached; command waits its turn');
     }
     let release: () => void;
     try {
       release = await slots.acquire(signal);
     } catch {
-      this.logger.debug({ peer }, 'client left while its command waited for a slot');
+      this.logger.debug({ peer, device }, 'client left while its command waited for a slot');
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     }
+    if (this.logger.isLevelEnabled('trace')) this.logger.trace({ peer, device, inFlight: slots.inUse }, 'command admitted');
     try {
       return await run();
     } finally {

@@ -101,7 +101,7 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
       // Before any SCSI command: a device outside --allow-device never sees one.
       const refusal = access.checkDevice(handle, peer, isBlockDevice(handle.fd));
       if (refusal) return Promise.resolve(refusal);
-      return access.withSlot(peer, signal, () => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }));
+      return access.withSlot(peer, signal, () => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }), handle.path);
     }, commandObservers),
   });
   server.on('connectionClosed', (event) => {

@@ -187,7 +187,7 @@ describe('privilege drop (real daemons, /proc)', function () {
     let output = '';
     child.stdout!.on('data', (c) => (output += c));
     child.stderr!.on('data', (c) => (output += c));
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     expect(code).to.not.equal(0);
     expect(output).to.match(/privilege drop failed at setgroups: .*EPERM.*must start as root/);
     expect(fs.existsSync(path.join(sockDir, 'x.sock')), 'socket removed after the failed start').to.equal(false);

@@ -82,7 +82,7 @@ export function runToExit(script: string, args: string[], env: NodeJS.ProcessEnv
       child.kill('SIGKILL');
       reject(new Error(`did not exit within ${timeoutMs} ms: ${output}`));
     }, timeoutMs);
-    child.on('exit', (code) => {
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, output });
     });
