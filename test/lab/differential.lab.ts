@@ -130,7 +130,11 @@ describe(`differential fidelity: SPC-4 engine vs LIO (${fabric})`, function () {
       const found = differences[scenario.name];
       expect(found, 'the scenario ran').to.be.an('array');
       const judgement = judge(found, explanations.lists, fabric, [scenario.name]);
-      for (const { difference, kind } of judgement.explained) console.log(`        (${kind}) ${formatDifference(difference)}`);
+      if (judgement.explained.length > 0) {
+        const byKind = new Map<string, number>();
+        for (const { kind } of judgement.explained) byKind.set(kind, (byKind.get(kind) ?? 0) + 1);
+        console.log(`        recorded differences: ${[...byKind].map(([kind, n]) => `${n} × ${kind}`).join(', ')} (fixtures/differential)`);
+      }
       expect(judgement.unexplained.map(formatDifference), 'unexplained differences').to.deep.equal([]);
       expect(judgement.stale.map((s) => `${s.kind}: step ${s.entry.step} ${s.entry.field}`), 'recorded differences that did not occur').to.deep.equal([]);
     });
