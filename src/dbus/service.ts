@@ -673,6 +673,11 @@ export class DbusService implements ManagerController, DeviceController {
       this.logger.info({ maps: maps.map((m) => m.map) }, `multipathd is up: resyncing ${maps.length} map(s)`);
       this.lastResync = await resyncManagedMaps(client, maps, this.logger);
       await this.probeMultipathd();
+      // multipathd may have re-registered paths while it came back: show what the maps hold now.
+      const resynced = new Set(maps.map((m) => m.map));
+      await Promise.all(
+        [...this.devices.values()].filter((d) => d.mapName && resynced.has(d.mapName)).map((d) => this.refreshDevice(d).catch(() => undefined)),
+      );
       return this.lastResync;
     });
     this.resyncChain = run.catch(() => undefined);

@@ -16,7 +16,7 @@ import type { Message, MessageBus } from 'dbus-next';
 import * as pr from '../../src/backends/pr-commands';
 import { createBackends } from '../../src/daemon/daemon';
 import { CommandObservers, decodePrOut } from '../../src/dbus/command-observer';
-import { changedProperties, emulatedSnapshot, type DeviceSnapshot } from '../../src/dbus/device-state';
+import { changedProperties, emulatedSnapshot, prInSnapshot, type DeviceSnapshot } from '../../src/dbus/device-state';
 import type { MultipathdPrApi } from '../../src/dbus/managed-maps';
 import {
   BUS_NAME,
@@ -35,7 +35,7 @@ import { MultipathdError } from '../../src/multipathd/replies';
 import { initialState } from '../../src/engine/state';
 import { PrType } from '../../src/scsi/constants';
 import { VERSION } from '../../src/daemon/daemon';
-import { connectClient, executorFor, eventually, tempDir } from './serve-process';
+import { CLI, connectClient, executorFor, eventually, tempDir } from './serve-process';
 import { call, connectClientBus, getProperty, SignalRecorder, startPrivateBus, startServeWith, type DbusServeProcess, type PrivateBus } from './dbus-bus';
 import { FakeSystemd } from './dbus-fake-systemd';
 
@@ -126,6 +126,32 @@ describe('D-Bus: object paths and change detection', () => {
     const s = emulatedSnapshot('/lu', initialState(), { initiatorKey: 'x', paths: [{ initiator: 'x', index: 0, state: 'active' }] });
     expect(s).to.deep.include({ generation: 0, keys: [], reservationKey: 0n, reservationType: 0 });
     expect(s.paths).to.deep.equal([{ name: 'path0', state: 'active', key: '' }]);
+  });
+
+  it('builds the PR IN view of a device from READ KEYS and READ RESERVATION', async () => {
+    const dir = tempDir('mpath-pr-dbus-prin-');
+    const backends = createBackends({ backend: 'auto', statePath: path.join(dir, 'san.db'), initiator: 'prin-host', paths: 2 });
+    try {
+      const lu = path.join(dir, 'lu.img');
+      fs.writeFileSync(lu, Buffer.alloc(512));
+      const runIt = pr.bindBackend(backends.resolver, { fd: -1, path: lu, writable: true });
+      await pr.register(runIt, 0x42n);
+      await pr.reserve(runIt, 0x42n, PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY);
+      const view = await prInSnapshot(runIt, { path: lu, wwid: 'naa.test', backend: 'sg', paths: [] });
+      expect(view).to.deep.equal({
+        path: lu,
+        wwid: 'naa.test',
+        backend: 'sg',
+        paths: [],
+        generation: 2,
+        keys: [0x42n, 0x42n],
+        reservationKey: 0x42n,
+        reservationType: PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY,
+      });
+    } finally {
+      await backends.resolver.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('takes the bus address from the flag, then DBUS_SYSTEM_BUS_ADDRESS, then the system socket', () => {
@@ -352,6 +378,66 @@ describe('D-Bus service of a serve process (private dbus-daemon, real sockets)',
       (e: { type: string }) => e.type,
     );
     expect(unknown).to.equal('org.mpathpr.Error.NoSuchDevice');
+  });
+
+  it('shows a path failed by `mpath-pr emu path` in another process', async () => {
+    const env = { ...process.env, MPATH_PR_STATE: state, MPATH_PR_INITIATOR: 'node-a' };
+    const from = signals.count;
+    await run(process.execPath, [CLI, 'emu', 'path', 'fail', '--path', '0'], { env });
+    const failed = await signals.next(
+      (m) => isPropertiesChanged(luObject, DEVICE_INTERFACE, 'Paths')(m) && (changedValue(m, 'Paths') as string[][])[0][1] === 'failed',
+      'Paths PropertiesChanged (emu path fail)',
+      10_000,
+      from,
+    );
+    expect((changedValue(failed, 'Paths') as string[][])[0]).to.deep.equal(['path0', 'failed', '0x00000000000000a2']);
+    await run(process.execPath, [CLI, 'emu', 'path', 'reinstate', '--path', '0'], { env });
+    await signals.next(
+      (m) => isPropertiesChanged(luObject, DEVICE_INTERFACE, 'Paths')(m) && (changedValue(m, 'Paths') as string[][])[0][1] === 'active',
+      'Paths PropertiesChanged (emu path reinstate)',
+      10_000,
+      from,
+    );
+  });
+});
+
+describe('D-Bus: a serve process that loses its bus', function () {
+  this.timeout(60_000);
+  let bus: PrivateBus;
+  let dir: string;
+  let serve: DbusServeProcess;
+  after(async () => {
+    await serve?.stop();
+    await bus?.stop().catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps answering commands and logs one warning', async () => {
+    bus = await startPrivateBus();
+    dir = tempDir('mpath-pr-dbus-lost-');
+    const lu = path.join(dir, 'lu0.img');
+    fs.writeFileSync(lu, Buffer.alloc(4096));
+    serve = await startServeWith({ dir, state: path.join(dir, 'san.db'), initiator: 'orphan', args: ['--dbus-address', bus.address] });
+    expect(serve.logs()).to.include(`D-Bus: ${BUS_NAME}`);
+    await bus.stop();
+    const fd = fs.openSync(lu, 'r+');
+    const qemu = await connectClient(serve.socket);
+    try {
+      const runIt = executorFor(qemu, fd);
+      for (let i = 1n; i <= 5n; i++) await pr.register(runIt, i, { currentKey: i - 1n });
+      await pr.reserve(runIt, 5n, PrType.EXCLUSIVE_ACCESS);
+      expect((await pr.readReservation(runIt)).reservation).to.deep.include({ key: 5n, type: PrType.EXCLUSIVE_ACCESS });
+    } finally {
+      qemu.close();
+      fs.closeSync(fd);
+    }
+    await eventually(() => /D-Bus connection lost/.test(serve.logs()), 'the connection-lost warning');
+    const warnings = serve
+      .logs()
+      .split('\n')
+      .filter((line) => /D-Bus/.test(line) && /"level":40/.test(line));
+    expect(warnings).to.have.length(1);
+    expect(serve.child.exitCode).to.equal(null);
   });
 });
 
