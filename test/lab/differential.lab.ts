@@ -140,6 +140,18 @@ describe(`differential fidelity: SPC-4 engine vs LIO (${fabric})`, function () {
     });
   }
 
+  it(`LIO answers as fixtures/differential/lio-${fabric}.json records (the host test relies on it)`, function () {
+    const file = `${topology.repo}/fixtures/differential/lio-${fabric}.json`;
+    if (!fs.existsSync(file)) {
+      this.test!.title += ' — NO CAPTURE committed yet: run npm run test:lab -- --update-fixtures test/lab/differential.lab.ts';
+      this.skip();
+    }
+    const committed = JSON.parse(fs.readFileSync(file, 'utf8')) as Capture;
+    expect(committed.context, 'nexuses').to.deep.equal(contextToJson(ctx));
+    const changed = scenarios.filter((s) => JSON.stringify(committed.scenarios[s.name]) !== JSON.stringify(lio[s.name])).map((s) => s.name);
+    expect(changed, 'scenarios whose LIO results differ from the capture: refresh it with --update-fixtures').to.deep.equal([]);
+  });
+
   // Visible in every run until the engine is fixed and the entry removed.
   for (const fix of explanations.pendingFixes(fabric)) it(`ENGINE FIX PENDING (${fix.occurrences} differing fields) — ${fix.clause} — to do: ${fix.fix}`);
 });
