@@ -189,10 +189,22 @@ export class MpathWorkerClient {
     this.pipeLines(child, 'stderr');
     this.pipeLines(child, 'stdout');
     const exited = new Promise<string>((resolve) => {
-      child.once('close', (code, signal) => {
+      // 'close' is not dependable with an IPC channel the parent disconnected, so wait for
+      // 'exit' and then briefly for stderr to drain: its last lines say why the child died.
+      child.once('exit', (code, signal) => {
         const how = signal ? `was killed by ${signal}` : `exited with status ${code}`;
         this.logger?.debug({ pid, code, signal }, `libmpathpersist worker ${how}`);
-        resolve(how);
+        const stderr = child.stderr;
+        if (!stderr || stderr.destroyed || stderr.readableEnded) {
+          resolve(how);
+          return;
+        }
+        const done = () => {
+          clearTimeout(timer);
+          resolve(how);
+        };
+        const timer = setTimeout(done, 200);
+        stderr.once('close', done);
       });
       child.once('error', (err) => {
         // A failed spawn emits 'error' and never 'exit'.
