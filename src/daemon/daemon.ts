@@ -19,6 +19,7 @@ import { clearSocketActivationEnv, socketActivationFd } from '../protocol/socket
 import { ConfigError, type DaemonConfig } from './config';
 import * as libc from '../../ffi/libc';
 import { AccessControl, OPEN_ACCESS } from './access-control';
+import { ServiceNotifier } from './notify';
 import { establishPrivileges, takeReexecHandoff } from './privileges';
 
 export const VERSION: string = (() => {
@@ -70,6 +71,8 @@ export function createBackends(config: Pick<DaemonConfig, 'backend' | 'statePath
 export interface Daemon {
   readonly server: PrHelperServer;
   readonly access: AccessControl;
+  /** sd_notify: READY/STATUS/STOPPING when run under systemd Type=notify. */
+  readonly notifier: ServiceNotifier;
   readonly backends: BackendSet;
   readonly logger: Logger;
   /** Where the socket is, or 'fd 3 (socket activation)'. */
@@ -94,6 +97,7 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
   let backends: BackendSet | undefined;
   const commandObservers = new CommandObservers();
   const access = new AccessControl(config.access ?? OPEN_ACCESS, logger);
+  const notifier = new ServiceNotifier(logger);
   const server = new PrHelperServer({
     logger,
     authorize: (peer) => access.authorize(peer),
@@ -125,6 +129,7 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
       ownSocket = { path: config.socketPath!, ino: fs.statSync(config.socketPath!).ino };
     }
     if (config.pidfile && !handoff) fs.writeFileSync(config.pidfile, `${process.pid}\n`, { mode: 0o644 });
+    if (!handoff) notifier.status(`listening on ${listening}; dropping privileges`);
     // As qemu-pr-helper: bind first, then give up privileges. May re-execute this process
     // (same pid) and never return; the new image comes back here with `handoff` set.
     establishPrivileges(
@@ -168,12 +173,14 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
     },
     `mpath-pr ready on ${listening}`,
   );
+  notifier.ready(`serving on ${listening} (backend ${config.backend}, uid ${process.getuid?.()})`);
 
   let closing: Promise<void> | undefined;
   const ready = backends;
   return {
     server,
     access,
+    notifier,
     backends: ready,
     logger,
     listening,
@@ -181,6 +188,7 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
     dbus,
     close() {
       closing ??= (async () => {
+        notifier.stopping(`stopping: finishing ${server.stats.connectionsActive} connections' commands`);
         await server.close();
         await dbus?.close();
         await ready.resolver.close();
@@ -258,6 +266,10 @@ export function installSignalHandlers(daemon: Daemon, exit: (code: number) => vo
         devices: daemon.backends.emulated.listDevices().length,
       },
       'status (SIGHUP)',
+    );
+    const stats = daemon.server.stats;
+    daemon.notifier.status(
+      `serving on ${daemon.listening}: ${stats.connectionsActive} connections, ${stats.commands} commands (${stats.prOut} PR OUT), ${stats.connectionsRefused} connections and ${daemon.access.stats.devicesRefused} devices refused`,
     );
   });
 }
