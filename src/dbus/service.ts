@@ -311,7 +311,10 @@ export class DbusService implements ManagerController, DeviceController {
   async doctor(device: string, repair: boolean): Promise<string> {
     const sender = this.takeSender();
     if (repair) await this.authorize(sender, `Doctor(${device}, repair)`);
-    const entry = await this.findOrDiscover(device);
+    // Looking at a device nobody has used through us yet sends it PR IN: admins only.
+    const known = this.devices.get(devicePathFromObjectPath(device) ?? device);
+    if (!known && !repair) await this.authorize(sender, `Doctor(${device}) of a device not known yet`);
+    const entry = known ?? (await this.findOrDiscover(device));
     if (entry.snapshot.backend === 'emulated') {
       const emulated = this.options.emulated;
       const report = doctorEmulated(emulated, entry.path, (state) => emulatedSnapshot(entry.path, state, { initiatorKey: emulated.initiatorKey, paths: emulated.paths() }), repair);
@@ -487,6 +490,9 @@ export class DbusService implements ManagerController, DeviceController {
     const good = result.status === Status.GOOD;
     const known = this.devices.get(handle.path);
     if (known && !(isPrOut && good)) return;
+    // Only a command that worked makes a device known: one refused by access control or by
+    // the resolver must never get PR IN from this view later.
+    if (!known && !good) return;
     // Everything that needs the fd happens now, while it is open; the rest is deferred.
     let choice: BackendChoice | undefined;
     if (!known || known.snapshot.backend !== 'emulated') choice = this.options.resolver.resolve(handle);

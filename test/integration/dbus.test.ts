@@ -367,6 +367,12 @@ describe('D-Bus service of a serve process (private dbus-daemon, real sockets)',
 
     const refused = await callAsNobody(bus.address, MANAGER_PATH, MANAGER_INTERFACE, 'Doctor', 'sb', [lu2, true]);
     expect(refused).to.deep.include({ ok: false, name: 'org.mpathpr.Error.AccessDenied' });
+    // Reading the report of a known device is open; probing a device nobody used is not.
+    const readOnly = await callAsNobody(bus.address, MANAGER_PATH, MANAGER_INTERFACE, 'Doctor', 'sb', [lu2, false]);
+    expect(readOnly.ok).to.equal(true);
+    expect(JSON.parse((readOnly.value as string[])[0]).device).to.equal(lu2);
+    const probe = await callAsNobody(bus.address, MANAGER_PATH, MANAGER_INTERFACE, 'Doctor', 'sb', ['/dev/null', false]);
+    expect(probe).to.deep.include({ ok: false, name: 'org.mpathpr.Error.AccessDenied' });
 
     const repaired = JSON.parse((await call(client, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, 'Doctor', 'sb', [deviceObjectPath(lu2), true])).body[0] as string);
     expect(repaired.repaired).to.deep.equal(['path1']);
@@ -378,6 +384,21 @@ describe('D-Bus service of a serve process (private dbus-daemon, real sockets)',
       (e: { type: string }) => e.type,
     );
     expect(unknown).to.equal('org.mpathpr.Error.NoSuchDevice');
+  });
+
+  it('never lists a device the resolver refused', async () => {
+    const fd = fs.openSync('/dev/null', 'r+');
+    const qemu = await connectClient(hostA.socket);
+    try {
+      const result = await pr.prOut(executorFor(qemu, fd), { action: 'register', serviceActionKey: 0x5n });
+      expect(result.status).to.not.equal(0);
+    } finally {
+      qemu.close();
+      fs.closeSync(fd);
+    }
+    const listed = (await call(client, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, 'ListDevices')).body[0] as string[];
+    expect(listed).to.include(luObject);
+    expect(listed).to.not.include(deviceObjectPath('/dev/null'));
   });
 
   it('shows a path failed by `mpath-pr emu path` in another process', async () => {
