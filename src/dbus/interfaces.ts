@@ -6,6 +6,46 @@ import { interface as dbusInterface } from 'dbus-next';
 import { DEVICE_INTERFACE, MANAGER_INTERFACE } from './names';
 import { deviceProperties, type DeviceSnapshot } from './device-state';
 
+interface IntrospectionArg {
+  $: { name?: string; direction?: string; type: string };
+}
+interface IntrospectionMember {
+  $: { name: string };
+  arg?: IntrospectionArg[];
+  annotation?: { $: { name: string; value: string } }[];
+}
+interface IntrospectionInterface {
+  method?: IntrospectionMember[];
+  signal?: IntrospectionMember[];
+  property?: IntrospectionMember[];
+}
+
+/**
+ * dbus-next introspects arguments without names; busctl, d-feet and generated proxies
+ * show the names, so they are added here (in declaration order: in-args, then out-args).
+ * Properties that change without a signal say so with the standard annotation.
+ */
+function describeMembers(
+  xml: IntrospectionInterface,
+  argNames: Record<string, readonly string[]>,
+  silentProperties: readonly string[] = [],
+): IntrospectionInterface {
+  for (const member of [...(xml.method ?? []), ...(xml.signal ?? [])]) {
+    const names = argNames[member.$.name];
+    member.arg?.forEach((arg, i) => {
+      if (names?.[i]) arg.$ = { name: names[i], ...arg.$ };
+    });
+  }
+  for (const property of xml.property ?? []) {
+    if (silentProperties.includes(property.$.name)) {
+      property.annotation = [{ $: { name: 'org.freedesktop.DBus.Property.EmitsChangedSignal', value: 'false' } }];
+    }
+  }
+  return xml;
+}
+
+const baseIntrospect = (dbusInterface.Interface.prototype as unknown as { $introspect(): IntrospectionInterface }).$introspect;
+
 /** The Backends property: one (name, healthy, detail) per backend and for multipathd. */
 export type BackendStatus = readonly [name: string, healthy: boolean, detail: string];
 
@@ -46,6 +86,15 @@ export class Manager1Interface extends dbusInterface.Interface {
   }
   get Degraded(): boolean {
     return this.controller.degraded;
+  }
+
+  $introspect(): IntrospectionInterface {
+    return describeMembers(
+      baseIntrospect.call(this),
+      { ListDevices: ['devices'], Doctor: ['device', 'repair', 'report'], ReservationChanged: ['device', 'holderKey', 'type'], Fenced: ['device', 'preemptedKey', 'byKey'] },
+      // Counters change with every command; read them when needed.
+      ['Connections', 'Commands', 'PrIn', 'PrOut', 'Errors'],
+    );
   }
 
   ListDevices(): string[] {
@@ -134,6 +183,17 @@ export class Device1Interface extends dbusInterface.Interface {
   }
   get Paths(): unknown {
     return this.values.Paths;
+  }
+
+  $introspect(): IntrospectionInterface {
+    return describeMembers(baseIntrospect.call(this), {
+      Register: ['key'],
+      Reserve: ['key', 'type'],
+      Release: ['key', 'type'],
+      Preempt: ['key', 'victimKey', 'type', 'abort'],
+      FailPath: ['index'],
+      ReinstatePath: ['index'],
+    });
   }
 
   Register(key: bigint): Promise<void> {
