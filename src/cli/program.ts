@@ -36,6 +36,7 @@ import { DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_IN_FLIGHT_PER_PEER } from
 import { resolveGroupId, resolveUserId } from '../daemon/privileges';
 import { installSignalHandlers, startDaemon, VERSION } from '../daemon/daemon';
 import { DeviceOpenError, SocketError, withDevice } from './device-command';
+import { addInstallUnitsCommand } from './install-units';
 import { ExitCode, exitCodeForResult } from './exit-codes';
 import { formatCapabilities, formatFullStatus, formatReadKeys, formatReadReservation, toJson } from './format';
 import { initialState, serializeState } from '../engine/state';
@@ -334,6 +335,10 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       if (result.status !== Status.GOOD) throw new PrCommandError(description, result);
       io.out(json ? toJson(resultJson(result)) + '\n' : `${description}: done\n`);
     }).catch((error) => reportFailure(io, error, json));
+  });
+
+  addInstallUnitsCommand(program, io, (code) => {
+    throw new CliExit(code);
   });
 
   const emu = program.command('emu').description('drive the emulated SAN: path faults and slow devices, while daemons run');
