@@ -442,6 +442,43 @@ describe('D-Bus service of a serve process (private dbus-daemon, real sockets)',
   });
 });
 
+describe('D-Bus: --dbus-admin-uid', function () {
+  this.timeout(60_000);
+  let bus: PrivateBus;
+  let dir: string;
+  let serve: DbusServeProcess;
+  after(async () => {
+    await serve?.stop();
+    await bus?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lets an allow-listed uid call the admin methods', async () => {
+    bus = await startPrivateBus();
+    dir = tempDir('mpath-pr-dbus-allow-');
+    const lu = path.join(fs.realpathSync(dir), 'lu0.img');
+    fs.writeFileSync(lu, Buffer.alloc(4096));
+    serve = await startServeWith({ dir, state: path.join(dir, 'san.db'), initiator: 'allow', args: ['--dbus-address', bus.address, '--dbus-admin-uid', 'nobody'] });
+    const fd = fs.openSync(lu, 'r+');
+    const qemu = await connectClient(serve.socket);
+    try {
+      await pr.register(executorFor(qemu, fd), 0x10n);
+    } finally {
+      qemu.close();
+      fs.closeSync(fd);
+    }
+    const allowed = await callAsNobody(bus.address, deviceObjectPath(lu), DEVICE_INTERFACE, 'Register', 't', [0x20n]);
+    expect(allowed).to.deep.include({ ok: true, uid: NOBODY });
+    const client = await connectClientBus(bus.address);
+    try {
+      expect(await getProperty(client, BUS_NAME, deviceObjectPath(lu), DEVICE_INTERFACE, 'Keys')).to.deep.equal([0x20n, 0x20n]);
+    } finally {
+      client.disconnect();
+    }
+    await eventually(() => /D-Bus admin call by uid 65534/.test(serve.logs()), 'the admin-call log line');
+  });
+});
+
 describe('D-Bus: a serve process that loses its bus', function () {
   this.timeout(60_000);
   let bus: PrivateBus;
