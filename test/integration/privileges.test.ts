@@ -4,6 +4,7 @@
 // loudly otherwise instead of skipping.
 
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -134,6 +135,25 @@ describe('privilege drop (real daemons, /proc)', function () {
       expect(c.permitted).to.equal(RAWIO);
       expect(c.bounding).to.equal(RAWIO);
     });
+  });
+
+  it('started the way the systemd unit starts it (bounding set already narrowed, no_new_privs set) it needs no re-exec', async () => {
+    const setpriv = spawnSync('setpriv', ['--version']);
+    if (setpriv.error) throw new Error('setpriv (util-linux) is needed to start a daemon under a systemd-like capability ceiling');
+    const socket = path.join(dir, 's.sock');
+    const d = await spawnDaemon('/usr/bin/setpriv', [
+      '--bounding-set', '-all,+sys_rawio,+sys_admin', '--no-new-privs',
+      process.execPath, MPATH_PR, 'serve', '--socket', socket, '--state', path.join(dir, 'san.db'), '--log-level', 'debug',
+    ], { node: false });
+    daemons.push(d);
+    expect(d.logs()).to.match(/no privilege drop: already holds only the capabilities it needs/);
+    expect(d.logs()).to.not.match(/re-executing/);
+    expectEveryThread(d.pid, (c) => {
+      expect(c.effective).to.equal(RAWIO | ADMIN);
+      expect(c.bounding).to.equal(RAWIO | ADMIN);
+      expect(c.noNewPrivs).to.equal(true);
+    });
+    expect(await readKeysThrough(socket)).to.have.length(2);
   });
 
   it('mpath-pr-helper -u nobody -g <number>: the qemu-pr-helper flags drop the same way', async () => {

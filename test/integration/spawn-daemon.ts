@@ -23,9 +23,10 @@ export interface DaemonProcess {
 export async function spawnDaemon(
   script: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; ready?: RegExp; spawn?: SpawnOptions } = {},
+  options: { env?: NodeJS.ProcessEnv; ready?: RegExp; spawn?: SpawnOptions; /** false: `script` is the program itself, not a Node script. */ node?: boolean } = {},
 ): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, [script, ...args], {
+  const [program, argv] = options.node === false ? [script, args] : [process.execPath, [script, ...args]];
+  const child = spawn(program, argv, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
     ...options.spawn,
