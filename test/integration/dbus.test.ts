@@ -545,6 +545,8 @@ describe('D-Bus: the shipped bus policy on a bus with the system bus defaults', 
     expect(read).to.deep.include({ ok: true, value: [false] });
     const introspect = await callAsNobody(bus.address, MANAGER_PATH, 'org.freedesktop.DBus.Introspectable', 'Introspect', '', []);
     expect(introspect.ok).to.equal(true);
+    const listed = await callAsNobody(bus.address, MANAGER_PATH, MANAGER_INTERFACE, 'ListDevices', '', []);
+    expect(listed).to.deep.include({ ok: true, value: [[]] });
     // The bus itself refuses, before the daemon's own uid check.
     const doctor = await callAsNobody(bus.address, MANAGER_PATH, MANAGER_INTERFACE, 'Doctor', 'sb', [lu, false]);
     expect(doctor).to.deep.include({ ok: false, name: 'org.freedesktop.DBus.Error.AccessDenied' });
