@@ -82,6 +82,8 @@ export async function connectBus(address: string, timeoutMs = 5000): Promise<Mes
       });
     });
   } catch (error) {
+    // Later errors from the dead stream must not become an unhandled 'error' event.
+    bus.on('error', () => undefined);
     try {
       bus.disconnect();
     } catch {
@@ -168,6 +170,8 @@ export class DbusService implements ManagerController, DeviceController {
   private readonly cleanups: (() => void)[] = [];
   private lastDataVersion: number | undefined;
   private closed = false;
+  /** Aborts this view's own PR IN refreshes that have not started when it stops. */
+  private readonly stopping = new AbortController();
   private resyncChain: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -231,7 +235,8 @@ export class DbusService implements ManagerController, DeviceController {
   async close(): Promise<void> {
     const connected = !this.closed;
     this.stopViews();
-    await Promise.all([...this.devices.values()].map((d) => d.refreshing?.catch(() => undefined)));
+    const refreshes = [...this.devices.values()].map((d) => d.refreshing?.catch(() => undefined));
+    await withTimeout(Promise.all(refreshes), 2000).catch(() => undefined);
     if (connected) await withTimeout(this.bus.releaseName(BUS_NAME), 1000).catch(() => undefined);
     try {
       this.bus.disconnect();
@@ -244,6 +249,7 @@ export class DbusService implements ManagerController, DeviceController {
   private stopViews(): void {
     if (this.closed) return;
     this.closed = true;
+    this.stopping.abort();
     this.watcher?.close();
     for (const cleanup of this.cleanups.splice(0)) cleanup();
   }
@@ -579,7 +585,7 @@ export class DbusService implements ManagerController, DeviceController {
         try {
           const handle: DeviceHandle = describeDeviceFd(file.fd);
           const info = this.describeReal(entry.rdev ?? handle.rdev, this.options.resolver.resolve(handle).info.class);
-          const snapshot = await prInSnapshot((cdb, dataOut) => this.options.resolver.execute(handle, cdb, dataOut), {
+          const snapshot = await prInSnapshot((cdb, dataOut) => this.options.resolver.execute(handle, cdb, dataOut, { signal: this.stopping.signal }), {
             path: entry.path,
             wwid: info.wwid || entry.snapshot.wwid,
             backend: entry.snapshot.backend,
