@@ -33,6 +33,15 @@ describe(`lab smoke (${process.env.LAB_FABRIC ?? 'outside the lab'})`, function 
   };
   const shortName = (device: string) => device.replace(/^\/dev\//, '');
 
+  // Suites in one boot share the LU: leave no registration and no multipathd prkey behind.
+  after(function () {
+    if (readKeys(topology.pathDevices[0]).keys.includes(KEY_A)) {
+      run('mpathpersist', ['--out', '--clear', `--param-rk=0x${KEY_A.toString(16)}`, topology.mpathDevice]);
+    }
+    multipathd(`unsetprkey map ${topology.mpathName}`);
+    expect(readKeys(topology.pathDevices[0]).keys).to.not.include(KEY_A);
+  });
+
   it(`has ${topology.mpathDevice} with every lab path active and ready`, function () {
     const paths = mapPaths(topology.mpathName);
     expect(paths.map((p) => p.device).sort()).to.deep.equal([...topology.pathDevices].sort());

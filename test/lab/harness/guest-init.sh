@@ -59,7 +59,7 @@ mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/run/lock /newroot/run/lab-bi
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts || fail "mount /dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm || fail "mount /dev/shm"
 mount -t configfs configfs /newroot/sys/kernel/config || fail "mount configfs"
-echo lab >/proc/sys/kernel/hostname
+echo lab >/newroot/proc/sys/kernel/hostname
 ip link set lo up || fail "bring up lo"
 cp /bin/busybox /newroot/run/lab-bin/busybox || fail "copy busybox"
 ln -s /proc/self/fd /newroot/dev/fd

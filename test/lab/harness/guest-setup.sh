@@ -80,6 +80,17 @@ esac
 modprobe -a "${modules[@]}" || die "modprobe ${modules[*]}"
 phase modules
 
+# Rules whose programs the lab does not need (sg_inq, sh|sed, multipath -u/-U,
+# kpartx, ...): each costs an exec per device under TCG, and dm map creation
+# waits for udev. An empty file in /etc/udev/rules.d masks the packaged one.
+# What stays: ID_SERIAL (scsi_id), /dev/disk/by-*, the dm rules and dm-notify.
+if [ "${LAB_FULL_UDEV:-0}" != 1 ]; then
+  mkdir -p /etc/udev/rules.d
+  for rules in 55-scsi-sg3_id 58-scsi-sg3_symlink 60-multipath 56-dm-mpath 56-dm-parts 60-kpartx 68-del-part-nodes 64-btrfs; do
+    : >"/etc/udev/rules.d/$rules.rules"
+  done
+fi
+
 # udevd first, so the SCSI devices LIO creates below get their udev properties
 # (ID_SERIAL/WWID) as they appear; then a trigger for what existed before.
 PATH=$SYSTEM_PATH /usr/lib/systemd/systemd-udevd --daemon --resolve-names=never || die "start systemd-udevd"

@@ -20,7 +20,8 @@ import { bootLab, BootResult, shellQuote } from './vm';
 const USAGE = `usage:
   main.js test [--fabric F] [--paths N] [--grep RE] [--timeout S] [--update-fixtures] [SUITE...]
       run the lab suites (test/lab/**/*.lab.ts), one boot per configuration they declare;
-      --fabric/--paths keep only the configurations that match, SUITE keeps only those files
+      --fabric/--paths keep only the configurations that match, SUITE keeps only those files;
+      --timeout is the deadline of each boot (default 300 s + 300 s per suite in it)
   main.js --shell [--fabric tcm_loop|iscsi] [--paths N] [--second-host] [--dbus]
       boot one lab with an interactive root shell on this terminal
   main.js --run 'COMMAND' [--fabric ...] [--paths N] [--second-host] [--dbus] [--timeout S]
@@ -31,13 +32,14 @@ interface Options {
   runCommand?: string;
   partial: Record<string, unknown>;
   grep?: string;
-  timeoutSeconds: number;
+  /** Per-boot deadline; undefined means 300 s plus 300 s per suite in the boot (600 s for --run). */
+  timeoutSeconds?: number;
   updateFixtures: boolean;
   suites: string[];
 }
 
 function parseArgs(argv: string[]): Options {
-  const options: Options = { command: 'test', partial: {}, timeoutSeconds: 600, updateFixtures: false, suites: [] };
+  const options: Options = { command: 'test', partial: {}, updateFixtures: false, suites: [] };
   let explicit = false;
   const value = (flag: string, index: number): string => {
     const next = argv[index + 1];
@@ -205,14 +207,16 @@ async function runTests(options: Options): Promise<number> {
     const key = configKey(group.config);
     const files = group.suites.map((s) => s.compiled);
     log(`\n=== lab ${describeConfig(group.config)}: ${group.suites.map((s) => path.basename(s.source)).join(', ')} ===`);
+    // --enable-source-maps goes to node itself: given to mocha, it makes mocha spawn a
+    // second node process for it, which costs seconds under TCG.
     const command = [
       'exec',
       shellQuote(process.execPath),
+      '--enable-source-maps',
       shellQuote(mocha),
       '--no-config',
       '--no-package',
       '--timeout', '120000',
-      '--enable-source-maps',
       '--reporter', 'spec',
       ...(process.stdout.isTTY ? ['--color'] : []),
       ...(options.grep ? ['--grep', shellQuote(options.grep)] : []),
@@ -225,7 +229,7 @@ async function runTests(options: Options): Promise<number> {
       runDir: makeRunDir(cacheDir, key),
       mode: 'run',
       command,
-      timeoutMs: options.timeoutSeconds * 1000,
+      timeoutMs: (options.timeoutSeconds ?? 300 + 300 * group.suites.length) * 1000,
       setupTimeoutMs: 180_000,
       onOutput: (chunk) => process.stdout.write(chunk),
     });
@@ -267,7 +271,7 @@ async function runOne(options: Options): Promise<number> {
     runDir: makeRunDir(cacheDir, configKey(config)),
     mode: options.command === 'shell' ? 'shell' : 'run',
     command: options.runCommand,
-    timeoutMs: options.timeoutSeconds * 1000,
+    timeoutMs: (options.timeoutSeconds ?? 600) * 1000,
     setupTimeoutMs: 180_000,
     onOutput: (chunk) => process.stdout.write(chunk),
   });

@@ -76,9 +76,13 @@ export function qemuArgs(options: BootOptions): string[] {
   const append = [
     'console=ttyS0',
     'panic=-1',
+    // TSC calibration under TCG on a busy host can be wildly off (guest time ran 11x
+    // fast in one boot), which breaks every deadline in the guest; HPET is read from
+    // the host clock.
+    'clocksource=hpet',
+    'tsc=unstable',
     // A guest under TCG gains nothing from these and pays for them in boot time.
     'mitigations=off',
-    'tsc=reliable',
     'no_timer_check',
     'i8042.noaux',
     'i8042.nokbd',
@@ -124,6 +128,8 @@ export function writeJob(options: BootOptions): void {
     LAB_COMMAND: options.command ?? '',
     LAB_TERM_ROWS: String(process.stdout.rows ?? 24),
     LAB_TERM_COLS: String(process.stdout.columns ?? 80),
+    // Debugging aid: LAB_FULL_UDEV=1 keeps every packaged udev rule.
+    LAB_FULL_UDEV: process.env.LAB_FULL_UDEV === '1' ? '1' : '0',
   };
   const extra = Object.entries(options.env ?? {}).map(([name, value]) => {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`bad environment variable name ${JSON.stringify(name)}`);
