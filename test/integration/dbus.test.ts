@@ -15,7 +15,10 @@ import pino from 'pino';
 import type { Message, MessageBus } from 'dbus-next';
 import * as pr from '../../src/backends/pr-commands';
 import { createBackends } from '../../src/daemon/daemon';
-import { CommandObservers, decodePrOut } from '../../src/dbus/command-observer';
+import { CommandObservers, decodePrOut, observeExecute } from '../../src/dbus/command-observer';
+import { EmulatedBackend } from '../../src/backends/emulated/emulated-backend';
+import { BackendResolver } from '../../src/backends/resolve';
+import { describeDeviceFd, type PrHelperExecute } from '../../src/protocol/server';
 import { changedProperties, emulatedSnapshot, prInSnapshot, type DeviceSnapshot } from '../../src/dbus/device-state';
 import type { MultipathdPrApi } from '../../src/dbus/managed-maps';
 import {
@@ -726,6 +729,99 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
     const degraded = await signals.next(isPropertiesChanged(MANAGER_PATH, MANAGER_INTERFACE, 'Degraded'), 'Degraded PropertiesChanged', 10_000, from);
     expect(changedValue(degraded, 'Degraded')).to.equal(true);
     expect(multipathd.commands).to.deep.equal([]);
+  });
+});
+
+describe('D-Bus: a device served by a non-emulated backend (the PR IN view)', function () {
+  this.timeout(60_000);
+  // No SCSI device exists here: the resolver is forced to put an emulated LU behind the
+  // 'sg' slot, so the service treats it like any real device (PR IN on a reopened fd).
+  let bus: PrivateBus;
+  let dir: string;
+  let san: EmulatedBackend;
+  let otherHost: EmulatedBackend;
+  let unrelated: EmulatedBackend;
+  let resolver: BackendResolver;
+  let service: DbusService;
+  let client: MessageBus;
+  let signals: SignalRecorder;
+  /** What the daemon's server calls: the resolver, wrapped by the command observers. */
+  let observed: PrHelperExecute;
+
+  before(async () => {
+    bus = await startPrivateBus();
+    dir = tempDir('mpath-pr-dbus-real-');
+    san = new EmulatedBackend({ statePath: path.join(dir, 'san.db'), initiator: 'real-a', paths: 2 });
+    otherHost = new EmulatedBackend({ statePath: path.join(dir, 'san.db'), initiator: 'real-b', paths: 1 });
+    unrelated = new EmulatedBackend({ statePath: ':memory:', initiator: 'nobody-here' });
+    resolver = new BackendResolver({ backends: { sg: san }, forced: 'sg' });
+    const observers = new CommandObservers();
+    service = await startDbusService({
+      logger: pino({ level: 'silent' }),
+      version: 'test',
+      busAddress: bus.address,
+      server: { stats: { connectionsAccepted: 0, connectionsActive: 0, connectionsRefused: 0, commands: 0, prIn: 0, prOut: 0, executeErrors: 0, protocolViolations: 0, connectionErrors: 0 } },
+      resolver,
+      emulated: unrelated,
+      observers,
+      multipathd: null,
+      watchMultipathd: false,
+    });
+    client = await connectClientBus(bus.address);
+    signals = await SignalRecorder.start(client, BUS_NAME);
+    observed = observeExecute(({ handle, cdb, dataOut }) => resolver.execute(handle, cdb, dataOut), observers);
+  });
+  after(async () => {
+    signals.stop();
+    client.disconnect();
+    await service.close();
+    await resolver.close();
+    await otherHost.close();
+    await unrelated.close();
+    await bus.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('publishes the PR IN view after each PR OUT, and Fenced on PREEMPT AND ABORT', async () => {
+    const lu = path.join(fs.realpathSync(dir), 'disk.img');
+    fs.writeFileSync(lu, Buffer.alloc(4096));
+    const objectPath = deviceObjectPath(lu);
+    const fd = fs.openSync(lu, 'r+');
+    try {
+      const handle = describeDeviceFd(fd);
+      const peer = { pid: process.pid, uid: 0, gid: 0 };
+      const runIt: pr.PrExecutor = (cdb, dataOut) => observed({ handle, cdb, dataOut, peer, signal: new AbortController().signal });
+      const other = pr.bindBackend(otherHost, { fd: -1, path: lu, writable: true });
+
+      let from = signals.count;
+      await pr.register(runIt, 0xa1n);
+      const first = await signals.next(isPropertiesChanged(objectPath, DEVICE_INTERFACE, 'Keys'), 'Keys PropertiesChanged', 10_000, from);
+      expect(changedValue(first, 'Keys')).to.deep.equal([0xa1n, 0xa1n]);
+      expect(await getProperty(client, BUS_NAME, objectPath, DEVICE_INTERFACE, 'Backend')).to.equal('sg');
+      expect(await getProperty(client, BUS_NAME, objectPath, DEVICE_INTERFACE, 'Paths')).to.deep.equal([]);
+
+      // Another host (not observed) registers and reserves; our PREEMPT AND ABORT fences it.
+      await pr.register(other, 0xb1n);
+      await pr.reserve(other, 0xb1n, PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY);
+      from = signals.count;
+      await pr.preempt(runIt, 0xa1n, 0xb1n, PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, true);
+      const fenced = await signals.next((m) => m.member === 'Fenced', 'Fenced', 10_000, from);
+      expect(fenced.body).to.deep.equal([objectPath, 0xb1n, 0xa1n]);
+      const holder = await signals.next((m) => m.member === 'ReservationChanged', 'ReservationChanged', 10_000, from);
+      expect(holder.body).to.deep.equal([objectPath, '0x00000000000000a1', PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY]);
+      expect(await getProperty(client, BUS_NAME, objectPath, DEVICE_INTERFACE, 'Keys')).to.deep.equal([0xa1n, 0xa1n]);
+
+      const report = JSON.parse((await call(client, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, 'Doctor', 'sb', [objectPath, false])).body[0] as string);
+      expect(report).to.deep.include({ device: lu, backend: 'sg', keys: ['0x00000000000000a1', '0x00000000000000a1'], findings: [], repaired: [] });
+      expect(report.reservation).to.deep.equal({ holderKey: '0x00000000000000a1', type: PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, typeName: report.reservation.typeName });
+      const failPath = await call(client, BUS_NAME, objectPath, DEVICE_INTERFACE, 'FailPath', 'u', [0]).then(
+        () => undefined,
+        (e: { type: string }) => e.type,
+      );
+      expect(failPath).to.equal('org.mpathpr.Error.NotSupported');
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 });
 
