@@ -202,6 +202,7 @@ async function runTests(options: Options): Promise<number> {
   const mocha = path.join(repoRoot, 'node_modules', 'mocha', 'bin', 'mocha.js');
   let passed = 0;
   let failed = 0;
+  let pending = 0;
   const summary: string[] = [];
   for (const group of groups) {
     const key = configKey(group.config);
@@ -249,6 +250,7 @@ async function runTests(options: Options): Promise<number> {
       continue;
     }
     passed += counts.passing;
+    pending += counts.pending;
     failed += counts.failing + (result.exitStatus !== 0 && counts.failing === 0 ? 1 : 0);
     summary.push(`${key}: exit ${result.exitStatus}, ${counts.passing} passing, ${counts.failing} failing (${wall}; guest ${phaseSummary(result)})`);
     if (options.updateFixtures) {
@@ -257,7 +259,8 @@ async function runTests(options: Options): Promise<number> {
     }
   }
   log('\nlab summary:\n  ' + summary.join('\n  '));
-  console.log(`lab: ${passed} passed, ${failed} failed`);
+  // Pending tests (mocha's skips with a reason) are counted, not hidden.
+  console.log(`lab: ${passed} passed, ${failed} failed${pending ? `, ${pending} skipped` : ''}`);
   return failed === 0 ? 0 : 1;
 }
 
