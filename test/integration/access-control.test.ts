@@ -149,7 +149,8 @@ describe('access control (real serve processes)', function () {
     await d.waitForLog(/refused command for .*outside\.img from pid \d+ uid 0 gid 0/);
     const line = d.records().find((r) => r.device === outside && typeof r.msg === 'string' && r.msg.startsWith('refused command'))!;
     expect(line.peer).to.deep.include({ uid: 0, gid: 0, pid: process.pid });
-    // The server's own command log shows the answer the client got.
+    // The server's own command log shows the answer the client got (the log may trail the reply).
+    await d.waitForLog(/"action":"REGISTER"[^\n]*outside\.img|outside\.img[^\n]*"action":"REGISTER"/);
     const answered = d.records().find((r) => r.device === outside && r.action === 'REGISTER')!;
     expect(answered).to.deep.include({ status: 'CHECK_CONDITION' });
     expect(String(answered.sense)).to.match(/LOGICAL UNIT NOT SUPPORTED/i);
@@ -209,7 +210,7 @@ describe('access control (real serve processes)', function () {
     // Without the limit the fast device answers first (daemon-e2e proves that); with one slot
     // per uid it waits for the slow one, and both succeed.
     expect(order).to.deep.equal(['slow', 'fast']);
-    expect(d.logs()).to.match(/in-flight limit reached; command waits its turn/);
+    await d.waitForLog(/in-flight limit reached; command waits its turn/);
     expect(d.logs()).to.not.match(/"status":"BUSY"|"status":"TASK SET FULL"/);
   });
 });

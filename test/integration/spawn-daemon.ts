@@ -34,7 +34,8 @@ export async function spawnDaemon(
   let output = '';
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // 'close': the exit code once stdout and stderr are drained too, so logs() is complete.
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   const waitForLog = async (pattern: RegExp, timeoutMs = 15_000) => {
     const deadline = Date.now() + timeoutMs;
     while (!pattern.test(output)) {
