@@ -26,6 +26,11 @@ export interface DaemonConfig {
   /** -u/-g: drop to this user and group after binding the socket. */
   readonly user?: string;
   readonly group?: string;
+  /**
+   * Skip the privilege drop (and its re-exec of the process). Only for embedding the daemon
+   * in another process, such as a test runner; the CLIs never set it.
+   */
+  readonly keepPrivileges?: boolean;
   /** Peer and device allow-lists and per-peer limits; everything allowed when absent. */
   readonly access?: AccessSettings;
 }

@@ -132,11 +132,16 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
     if (!handoff) notifier.status(`listening on ${listening}; dropping privileges`);
     // As qemu-pr-helper: bind first, then give up privileges. May re-execute this process
     // (same pid) and never return; the new image comes back here with `handoff` set.
-    establishPrivileges(
-      { user: config.user, group: config.group, backend: config.backend },
-      { handoff, listen: { listenFd: server.fd, listening, socketPath: ownSocket?.path, socketIno: ownSocket?.ino } },
-      logger,
-    );
+    if (config.keepPrivileges && (config.user !== undefined || config.group !== undefined)) {
+      throw new ConfigError('keepPrivileges cannot be combined with a user or group to switch to');
+    }
+    if (!config.keepPrivileges) {
+      establishPrivileges(
+        { user: config.user, group: config.group, backend: config.backend },
+        { handoff, listen: { listenFd: server.fd, listening, socketPath: ownSocket?.path, socketIno: ownSocket?.ino } },
+        logger,
+      );
+    }
     backends = createBackends(config, logger);
   } catch (error) {
     await server.close();
