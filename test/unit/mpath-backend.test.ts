@@ -1,0 +1,157 @@
+// The mpath backend's own decisions, with a stand-in worker in place of libmpathpersist (the
+// real library needs a dm-multipath map: test/lab/mpath.lab.ts runs it against one) and a
+// fake sysfs. What the stand-in received is recorded, so the tests see exactly what would
+// have reached the library.
+
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { DeviceHandle } from '../../src/backends/backend';
+import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
+import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
+import { buildPrIn, buildPrOut } from '../../src/backends/pr-commands';
+import { MPATH_PR } from '../../ffi/libmpathpersist';
+import { encodePrOutCdb } from '../../src/scsi/cdb';
+import { PrInAction, PrType, Status } from '../../src/scsi/constants';
+import { describeSense, Sense, senseMatches, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
+
+/**
+ * PR OUT: exits(1) when the reservation key is 0xdead, answers `error` for 0xe0e0, else
+ * returns rc = the service action key (small numbers stand for MPATH_PR_* codes).
+ * PR IN: rc 0 with a READ KEYS answer holding one key.
+ */
+const STAND_IN = `
+const fs = require('fs');
+process.on('disconnect', () => process.exit(0));
+process.on('message', (m) => {
+  fs.appendFileSync(process.env.MPATH_TEST_LOG, JSON.stringify(m, (k, v) => typeof v === 'bigint' ? 'n' + v.toString(16) : v) + '\\n');
+  if (m.kind === 'in') {
+    const wire = Buffer.alloc(16); wire.writeUInt32BE(7, 0); wire.writeUInt32BE(8, 4); wire.writeBigUInt64BE(0xabcn, 8);
+    process.send({ kind: 'reply', id: m.id, rc: 0, wire: new Uint8Array(wire), elapsedMs: 1 });
+    return;
+  }
+  if (m.params.key === 0xdeadn) { process.stderr.write('dm_prereq failed\\n'); process.exit(1); }
+  if (m.params.key === 0xe0e0n) { process.send({ kind: 'error', id: m.id, message: 'no block device node' }); return; }
+  process.send({ kind: 'reply', id: m.id, rc: Number(m.params.serviceActionKey), elapsedMs: 1 });
+});
+process.send({ kind: 'ready', ok: true, abi: 'stand-in' });
+`;
+
+function expectSense(result: ScsiResult, cond: SenseCondition): void {
+  expect(result.status, `status 0x${result.status.toString(16)}`).to.equal(Status.CHECK_CONDITION);
+  expect(senseMatches(result.sense, cond), describeSense(result.sense)).to.equal(true);
+}
+
+describe('mpath backend (stand-in worker, fake sysfs)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let logFile: string;
+  let backend: MpathBackend;
+  let handle: DeviceHandle;
+  let readOnly: DeviceHandle;
+  const lines: Array<{ level: string; msg: string }> = [];
+  const sink = (level: string) => (_obj: unknown, msg?: string) => {
+    lines.push({ level, msg: msg ?? '' });
+  };
+  const logger = { debug: sink('debug'), info: sink('info'), warn: sink('warn'), error: sink('error') } as unknown as WorkerLogger;
+  const received = (): Array<Record<string, unknown>> =>
+    fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+  const out = (request: Parameters<typeof buildPrOut>[0], device: DeviceHandle = handle) => {
+    const { cdb, dataOut } = buildPrOut(request);
+    return backend.execute(device, cdb, dataOut);
+  };
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-backend-test-'));
+    fs.mkdirSync(path.join(dir, 'sys/dev/block/253:7/dm'), { recursive: true });
+    fs.mkdirSync(path.join(dir, 'sys/dev/block/253:7/slaves'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'sys/dev/block/253:7/dm/name'), 'mpathz\n');
+    fs.writeFileSync(path.join(dir, 'worker.js'), STAND_IN);
+    fs.writeFileSync(path.join(dir, 'lu'), '');
+    const fd = fs.openSync(path.join(dir, 'lu'), 'r+');
+    const roFd = fs.openSync(path.join(dir, 'lu'), 'r');
+    handle = { fd, path: '/dev/mapper/mpathz', writable: true, rdev: { major: 253, minor: 7 } };
+    readOnly = { fd: roFd, path: '/dev/mapper/mpathz', writable: false, rdev: { major: 253, minor: 7 } };
+  });
+  after(() => {
+    fs.closeSync(handle.fd);
+    fs.closeSync(readOnly.fd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  beforeEach(() => {
+    logFile = path.join(dir, `received-${Date.now()}-${Math.random()}.jsonl`);
+    lines.length = 0;
+    backend = new MpathBackend({
+      worker: { workerPath: path.join(dir, 'worker.js'), env: { MPATH_TEST_LOG: logFile }, logger },
+      logger,
+      multipathd: null,
+      reservationKeySetting: { source: 'file' },
+      roots: { sysfs: path.join(dir, 'sys'), dev: path.join(dir, 'dev') },
+    });
+  });
+  afterEach(() => backend.close());
+
+  it('hands READ KEYS to the library with the map\'s dev_t and path, and returns its wire bytes', async function () {
+    const result = await backend.execute(handle, buildPrIn(PrInAction.READ_KEYS, 16), new Uint8Array(0));
+    expect(result.status).to.equal(Status.GOOD);
+    expect(result.dataIn.toString('hex')).to.equal('00000007000000080000000000000abc');
+    expect(received()).to.deep.equal([
+      { kind: 'in', id: 1, target: { major: 253, minor: 7, path: '/dev/mapper/mpathz' }, serviceAction: 0, allocationLength: 16, verbose: 2 },
+    ]);
+  });
+
+  it('hands RESERVE to the library with keys, scope, type and APTPL, and answers GOOD', async function () {
+    const result = await out({ action: 'reserve', reservationKey: 0x1234n, serviceActionKey: 0n, type: PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY, aptpl: true });
+    expect(result.status).to.equal(Status.GOOD);
+    const [message] = received();
+    expect(message).to.deep.include({ kind: 'out', serviceAction: 1, scope: 0, type: 5 });
+    expect(message.params).to.deep.equal({ key: 'n1234', serviceActionKey: 'n0', flags: 1 });
+  });
+
+  it('maps library return codes the way qemu-pr-helper does', async function () {
+    const conflict = await out({ action: 'reserve', reservationKey: 0x1234n, serviceActionKey: BigInt(MPATH_PR.RESERV_CONFLICT), type: 5 });
+    expect(conflict.status).to.equal(Status.RESERVATION_CONFLICT);
+    expectSense(await out({ action: 'clear', reservationKey: 0x1234n, serviceActionKey: BigInt(MPATH_PR.SYNTAX_ERROR) }), Sense.LUN_COMMUNICATION_FAILURE);
+    expectSense(await out({ action: 'clear', reservationKey: 0x1234n, serviceActionKey: BigInt(MPATH_PR.ILLEGAL_REQ) }), Sense.INVALID_FIELD_IN_PARAMETER_LIST);
+    expectSense(await out({ action: 'clear', reservationKey: 0x1234n, serviceActionKey: BigInt(MPATH_PR.SENSE_UNIT_ATTENTION) }), Sense.SCSI_BUS_RESET);
+  });
+
+  it('answers LUN COMMUNICATION FAILURE when the worker dies mid-command, and the next command runs on a new worker', async function () {
+    expectSense(await out({ action: 'clear', reservationKey: 0xdeadn }), Sense.LUN_COMMUNICATION_FAILURE);
+    expect(lines.some((l) => l.level === 'error' && l.msg.includes('worker died'))).to.equal(true);
+    expect((await out({ action: 'clear', reservationKey: 0x1234n })).status).to.equal(Status.GOOD);
+    expect(backend.worker.starts).to.equal(2);
+  });
+
+  it('answers LUN COMMUNICATION FAILURE when the worker cannot reach the map', async function () {
+    expectSense(await out({ action: 'clear', reservationKey: 0xe0e0n }), Sense.LUN_COMMUNICATION_FAILURE);
+  });
+
+  it('never answers GOOD for a REGISTER it cannot verify on any path', async function () {
+    // The fake map has no slaves, so no path can confirm the registration.
+    const result = await out({ action: 'register', serviceActionKey: BigInt(MPATH_PR.SUCCESS) });
+    expect(result.status).to.not.equal(Status.GOOD);
+  });
+
+  it('refuses without calling the library: PR OUT on a read-only fd, REGISTER AND MOVE, SPEC_I_PT, a short list', async function () {
+    expectSense(await out({ action: 'reserve', reservationKey: 1n, type: 5 }, readOnly), Sense.INVALID_OPCODE);
+    expectSense(await backend.execute(handle, encodePrOutCdb({ action: 7, parameterListLength: 24 }), new Uint8Array(24)), Sense.INVALID_FIELD_IN_CDB);
+    expectSense(await out({ action: 'register', serviceActionKey: 1n, transportIds: [{ protocol: 'fc', portName: 1n }] }), Sense.INVALID_FIELD_IN_PARAMETER_LIST);
+    expectSense(await backend.execute(handle, encodePrOutCdb({ action: 0, parameterListLength: 8 }), new Uint8Array(8)), Sense.PARAMETER_LIST_LENGTH_ERROR);
+    expectSense(await backend.execute(handle, encodePrOutCdb({ action: 0, parameterListLength: 24 }), new Uint8Array(8)), Sense.PARAMETER_LIST_LENGTH_ERROR);
+    expect(received()).to.deep.equal([]);
+    expect(backend.worker.starts, 'no worker was even started').to.equal(0);
+  });
+
+  it('warns at start-up when multipath.conf has no reservation_key', async function () {
+    const warned: string[] = [];
+    const warnOnly = { debug() {}, info() {}, error() {}, warn: (_o: unknown, msg: string) => warned.push(msg) } as unknown as WorkerLogger;
+    const quiet = new MpathBackend({ logger: warnOnly, multipathd: null, reservationKeySetting: { source: 'none' } });
+    await quiet.close();
+    expect(warned.join('\n')).to.include('no reservation_key').and.include('reservation_key file');
+    const fine = new MpathBackend({ logger: warnOnly, multipathd: null, reservationKeySetting: { source: 'file' } });
+    await fine.close();
+    expect(warned).to.have.length(1);
+  });
+});
