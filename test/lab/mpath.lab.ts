@@ -223,6 +223,26 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
     expect(keysOn(pathB)).to.deep.equal([KEY_A, KEY_A]);
   });
 
+  it('REGISTER (key change) on a map registered on one path only: ours completes it, mpathpersist rolls back', async function () {
+    const partial = async () => {
+      await resetLu();
+      expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+      // pathB loses its registration behind everyone's back (a target reset, say).
+      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', pathB]);
+      expect(keysOn(pathA)).to.deep.equal([KEY_A]);
+    };
+    await partial();
+    const cli = run('mpathpersist', ['--out', '--register', `--param-rk=${hex(KEY_A)}`, `--param-sark=${hex(KEY_A2)}`, topology.mpathDevice], { allowFailure: true });
+    const afterCli = `mpathpersist REGISTER: exit ${cli.status}; keys ${keysOn(pathA).map(hex).join(',') || 'none'}`;
+    console.log(`      ${afterCli}`);
+    expect(cli.status, afterCli).to.not.equal(0);
+
+    await partial();
+    expectGood(await prOut(ours!, { action: 'register', reservationKey: KEY_A, serviceActionKey: KEY_A2 }), 'REGISTER key change');
+    expect(keysOn(pathA)).to.deep.equal([KEY_A2, KEY_A2]);
+    expect(fs.readFileSync(ours!.log, 'utf8')).to.include('registered on only some paths; registering the others before REGISTER');
+  });
+
   it('RELEASE by a non-holder answers GOOD and leaves host B\'s reservation alone', async function () {
     expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
     run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);

@@ -8,7 +8,10 @@
 //   unregistered (a path that was down, a partial failure it "rolled back"). Afterwards
 //   READ KEYS runs on every path; when our key is on fewer nexuses than there are answering
 //   paths, REGISTER AND IGNORE goes to each answering path. GOOD only once every answering
-//   path took it. Unregistering (SARK 0) is checked and repaired the same way.
+//   path took it. Unregistering (SARK 0) is checked and repaired the same way. Before a
+//   REGISTER that changes a key, a map registered under the old key on only some paths is
+//   completed first: otherwise the unregistered nexus answers RESERVATION CONFLICT and
+//   0.9.4's rollback unregisters the paths that had succeeded.
 // - RELEASE: 0.9.4 answers a reservation that survives the RELEASE with READ FULL STATUS +
 //   CLEAR + re-registration, i.e. it clears another node's reservation. SPC-4 makes RELEASE
 //   by a non-holder a no-op, so READ RESERVATION comes first: unless our key holds it (or
@@ -231,6 +234,15 @@ export class MpathBackend implements PrBackend {
       }
     }
 
+    if (sa === PrOutAction.REGISTER && plan.reservationKey !== 0n) {
+      // REGISTER with a current key is refused by every nexus that does not hold that key,
+      // and 0.9.4 then "rolls back" the paths that took it, unregistering them. If the map
+      // is registered under that key on some nexuses but not all (a path that came back
+      // unregistered), register the missing ones first so the guest's REGISTER sees one LU.
+      const repaired = await this.completePartialRegistration(rdev, plan.reservationKey, plan.aptpl, plan.allTgPt);
+      if (!repaired.ok) return repaired.result;
+    }
+
     const outcome = await this.worker.call({
       kind: 'out',
       target,
@@ -299,7 +311,11 @@ export class MpathBackend implements PrBackend {
   // ---- SG_IO helpers --------------------------------------------------------------------
 
   private async readKeysOn(fd: number): Promise<{ ok: true; keys: bigint[] } | { ok: false; result: ScsiResult }> {
-    const { result } = await passThroughPr(fd, encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL }), new Uint8Array(0), this.sgTimeoutMs);
+    const cdb = encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL });
+    let { result } = await passThroughPr(fd, cdb, new Uint8Array(0), this.sgTimeoutMs);
+    // A pending unit attention (a PREEMPT by another node, a reset) is reported once per
+    // nexus; it must not make an answering path look dead.
+    if (isUnitAttention(result)) ({ result } = await passThroughPr(fd, cdb, new Uint8Array(0), this.sgTimeoutMs));
     if (result.status !== Status.GOOD) return { ok: false, result };
     const decoded = decodeReadKeys(result.dataIn);
     if (!decoded.ok) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
@@ -325,9 +341,7 @@ export class MpathBackend implements PrBackend {
     let { result } = await passThroughPr(fd, cdb, dataOut, this.sgTimeoutMs);
     // A unit attention (e.g. "registrations preempted" from the command just run) is
     // reported once per nexus; the retry is the command itself.
-    if (result.status === Status.CHECK_CONDITION && result.sense[2] !== undefined && (result.sense[2] & 0x0f) === 0x06) {
-      ({ result } = await passThroughPr(fd, cdb, dataOut, this.sgTimeoutMs));
-    }
+    if (isUnitAttention(result)) ({ result } = await passThroughPr(fd, cdb, dataOut, this.sgTimeoutMs));
     return result;
   }
 
@@ -385,6 +399,22 @@ export class MpathBackend implements PrBackend {
     return this.reRegisterEveryPath(rdev, key, aptpl, allTgPt);
   }
 
+  /** Before REGISTER with current key `key`: if some nexuses hold it and other answering paths do not, register those. */
+  private async completePartialRegistration(rdev: DevNumber, key: bigint, aptpl: boolean, allTgPt: boolean): Promise<PathRepair> {
+    const reads = await this.withPathFds(rdev, (_p, fd) => this.readKeysOn(fd));
+    const answering = reads.filter((r) => r.value?.ok);
+    const unreachable = reads.filter((r) => !r.value?.ok).map((r) => r.path.name);
+    if (answering.length === 0) return { ok: true, repaired: [], unreachable };
+    const counts = answering.map((r) => (r.value as { ok: true; keys: bigint[] }).keys.filter((k) => k === key).length);
+    const count = Math.min(...counts);
+    if (count === 0 || count >= answering.length) return { ok: true, repaired: [], unreachable };
+    this.logger?.warn(
+      { key: hex(key), onNexuses: count, answeringPaths: answering.map((r) => r.path.name) },
+      'mpath: the map is registered on only some paths; registering the others before REGISTER',
+    );
+    return this.reRegisterEveryPath(rdev, key, aptpl, allTgPt);
+  }
+
   /** REGISTER AND IGNORE EXISTING KEY with `key` (0 = unregister) on every path that answers. */
   private async reRegisterEveryPath(rdev: DevNumber, key: bigint, aptpl: boolean, allTgPt: boolean): Promise<PathRepair> {
     const results = await this.withPathFds(rdev, (_p, fd) => this.registerIgnoreOn(fd, key, aptpl, allTgPt));
@@ -432,12 +462,22 @@ export class MpathBackend implements PrBackend {
 
 type PathRepair = { ok: true; repaired: string[]; unreachable: string[] } | { ok: false; result: ScsiResult; repaired: string[]; unreachable: string[] };
 
+function isUnitAttention(result: ScsiResult): boolean {
+  return result.status === Status.CHECK_CONDITION && result.sense.length > 2 && (decodeSenseKey(result.sense) === 0x06);
+}
+
+/** The sense key of fixed (0x70/0x71) or descriptor (0x72/0x73) sense data. */
+function decodeSenseKey(sense: Buffer): number {
+  const format = sense[0] & 0x7f;
+  return (format === 0x72 || format === 0x73 ? sense[1] : sense[2]) & 0x0f;
+}
+
 /** Results that mean "this path is gone", not "the device refused": errno and host-status failures. */
 function isTransportFailure(result: ScsiResult): boolean {
   // resultFromSgIo turns errno/host failures into ABORTED COMMAND or TASK SET FULL/BUSY;
   // a device's own refusal is ILLEGAL REQUEST or RESERVATION CONFLICT.
   if (result.status === Status.BUSY || result.status === Status.TASK_SET_FULL) return true;
-  return result.status === Status.CHECK_CONDITION && (result.sense[2] & 0x0f) === 0x0b;
+  return result.status === Status.CHECK_CONDITION && result.sense.length > 2 && decodeSenseKey(result.sense) === 0x0b;
 }
 
 /**
