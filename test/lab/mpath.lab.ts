@@ -1,4 +1,5 @@
 // @lab {"fabric": "tcm_loop", "paths": 2, "secondHost": true}
+// @lab {"fabric": "iscsi", "paths": 2, "secondHost": true}
 //
 // The mpath backend on a real dm-multipath map, end to end: our daemon
 // (`mpath-pr serve --backend auto`) in the guest, QEMU's protocol through PrHelperClient with
@@ -6,7 +7,7 @@
 // multipathd 0.9.4, LIO. sg_persist on each path is the independent oracle. Host B (its own
 // nexus, outside the map) plays the other cluster node.
 //
-// PREEMPT AND ABORT is never sent here: it deadlocks LIO over tcm_loop.
+// PREEMPT AND ABORT is sent only on iSCSI: it deadlocks LIO over tcm_loop.
 
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'child_process';
@@ -18,7 +19,7 @@ import { buildPrIn, buildPrOut, type PrOutRequest } from '../../src/backends/pr-
 import { PrHelperClient } from '../../src/protocol/client';
 import type { PrHelperReply } from '../../src/protocol/messages';
 import { PrInAction, PrType, Status } from '../../src/scsi/constants';
-import { decodeReadKeys } from '../../src/scsi/pr-in-data';
+import { decodeReadFullStatus, decodeReadKeys } from '../../src/scsi/pr-in-data';
 import { describeSense, Sense, senseMatches } from '../../src/scsi/sense';
 import { labTopology, mapPaths, multipathd, readKeys, readReservation, run, waitFor, writeArtifact } from './harness/lab-guest';
 
@@ -81,7 +82,7 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
   async function timed(what: string, server: Server, cdb: Buffer, dataOut: Buffer = Buffer.alloc(0)): Promise<PrHelperReply> {
     const started = process.hrtime.bigint();
     const reply = await server.client.execute(mapFd, cdb, dataOut);
-    (timings[what] ??= []).push(Number(process.hrtime.bigint() - started) / 1e6);
+    (timings[`${server === ours ? 'mpath-pr' : 'qemu-pr-helper'} ${what}`] ??= []).push(Number(process.hrtime.bigint() - started) / 1e6);
     return reply;
   }
   const prOut = (server: Server, request: PrOutRequest) => {
@@ -273,6 +274,16 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
     expect(readReservation(pathA).holder).to.deep.equal({ key: KEY_A, type: WE_RO });
   });
 
+  if (topology.fabric === 'iscsi') {
+    it('self-PREEMPT AND ABORT keeps every path registered (iSCSI only)', async function () {
+      expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+      expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE');
+      expectGood(await prOut(ours!, { action: 'preempt-abort', reservationKey: KEY_A, serviceActionKey: KEY_A, type: WE_RO }), 'self-PREEMPT AND ABORT');
+      expect(keysOn(pathA), 'both nexuses still registered').to.deep.equal([KEY_A, KEY_A]);
+      expect(readReservation(pathA).holder).to.deep.equal({ key: KEY_A, type: WE_RO });
+    });
+  }
+
   it('PREEMPT of host B takes its reservation and removes its key', async function () {
     expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
     run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
@@ -292,8 +303,12 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
     expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
     const reply = await timed('read-full-status', ours!, buildPrIn(PrInAction.READ_FULL_STATUS));
     expectGood(reply, 'READ FULL STATUS');
-    // header 8 bytes, then one 24-byte descriptor + 24-byte SAS TransportID per nexus.
-    expect(reply.data.readUInt32BE(4)).to.equal(2 * (24 + 24));
+    const decoded = decodeReadFullStatus(reply.data);
+    expect(decoded.ok, decoded.ok ? '' : decoded.reason).to.equal(true);
+    if (!decoded.ok) return;
+    expect(decoded.value.descriptors.map((d) => d.key)).to.deep.equal([KEY_A, KEY_A]);
+    const protocols = decoded.value.descriptors.map((d) => d.transportId.protocol);
+    expect(protocols).to.deep.equal(topology.fabric === 'iscsi' ? ['iscsi', 'iscsi'] : ['sas', 'sas']);
   });
 
   it('refuses REGISTER AND MOVE with INVALID FIELD IN CDB and PR OUT on a read-only fd with INVALID OPCODE', async function () {
