@@ -46,21 +46,75 @@ export function readReservation(state: PrState): ReadReservationData {
   return { generation: state.generation, reservation: { key, scope: res.scope, type: res.type } };
 }
 
-/** READ FULL STATUS: one descriptor per registered I_T nexus, holders flagged R_HOLDER. */
-export function readFullStatus(state: PrState): ReadFullStatusData {
-  const descriptors: FullStatusDescriptor[] = state.registrations.map((r) => {
-    const holder = isReservationHolder(state, registrationKey(r));
+/** The valid relative target port identifiers among `ports`, without duplicates. */
+export function luTargetPorts(ports: readonly number[]): number[] {
+  return [...new Set(ports.filter((p) => Number.isInteger(p) && p >= 1 && p <= 0xffff))];
+}
+
+/**
+ * READ FULL STATUS (SPC-4 'READ FULL STATUS service action', full status descriptor).
+ *
+ * SPC-4 defines ALL_TG_PT=1 in a descriptor as: "a) this full status descriptor
+ * represents all the I_T nexuses that are associated with both: A) the initiator port
+ * specified by the TRANSPORTID field; and B) every target port in the SCSI target
+ * device; b) all the I_T nexuses are registered with the same reservation key; and
+ * c) all the I_T nexuses are either reservation holders or not reservation holders",
+ * and ALL_TG_PT=0 as "this full status descriptor represents a single I_T nexus".
+ * So an initiator port whose registrations were all made with ALL_TG_PT=1, cover every
+ * target port of the LU (`targetPorts`) and agree on key and holder state gets ONE
+ * descriptor with ALL_TG_PT=1. Its RELATIVE TARGET PORT IDENTIFIER is 0: "If the
+ * ALL_TG_PT bit is set to one, the contents of the RELATIVE TARGET PORT IDENTIFIER
+ * field are not defined by this standard", and 0 is what LIO reports.
+ *
+ * Every other registration gets its own descriptor with ALL_TG_PT=0 and its own port.
+ * In particular when one of those nexuses alone holds a reservation that is not of an
+ * all-registrants type, rule c) forbids the merged descriptor (R_HOLDER=1 would claim
+ * every nexus holds it, and its RELATIVE TARGET PORT IDENTIFIER cannot name the holder),
+ * so each nexus is reported on its own and the holder's carries R_HOLDER, SCOPE and TYPE.
+ */
+export function readFullStatus(state: PrState, options: { readonly targetPorts: readonly number[] }): ReadFullStatusData {
+  const ports = luTargetPorts(options.targetPorts);
+  const byInitiator = new Map<string, Registration[]>();
+  for (const r of state.registrations) {
+    const k = transportIdKey(r.initiator);
+    const list = byInitiator.get(k);
+    if (list) list.push(r);
+    else byInitiator.set(k, [r]);
+  }
+  const holderOf = (r: Registration) => isReservationHolder(state, registrationKey(r));
+  const describe = (r: Registration, allTgPt: boolean): FullStatusDescriptor => {
+    const holder = holderOf(r);
     return {
       key: r.key,
-      allTgPt: r.allTgPt,
+      allTgPt,
       holder,
       // SPC-4 READ FULL STATUS: SCOPE and TYPE are defined only when R_HOLDER is one.
       scope: holder ? state.reservation!.scope : 0,
       type: holder ? state.reservation!.type : 0,
-      relativeTargetPort: r.targetPort,
+      relativeTargetPort: allTgPt ? 0 : r.targetPort,
       transportId: r.initiator,
     };
-  });
+  };
+  const standsForAllPorts = (group: readonly Registration[]): boolean => {
+    const [first] = group;
+    if (!group.every((r) => r.allTgPt && r.key === first.key && holderOf(r) === holderOf(first))) return false;
+    const registered = new Set(group.map((r) => r.targetPort));
+    return ports.every((p) => registered.has(p));
+  };
+  const descriptors: FullStatusDescriptor[] = [];
+  const merged = new Set<string>();
+  for (const r of state.registrations) {
+    const k = transportIdKey(r.initiator);
+    if (merged.has(k)) continue;
+    const group = byInitiator.get(k)!;
+    if (standsForAllPorts(group)) {
+      // Placed where the initiator's first registration stands.
+      merged.add(k);
+      descriptors.push(describe(r, true));
+    } else {
+      descriptors.push(describe(r, false));
+    }
+  }
   return { generation: state.generation, descriptors };
 }
 

@@ -17,7 +17,7 @@ import {
 } from '../scsi/pr-in-data';
 import { checkCondition, good, reservationConflict, Sense, type ScsiResult, type SenseCondition, type SenseName } from '../scsi/sense';
 import { transportIdKey, encodeTransportId } from '../scsi/transport-id';
-import { findRegistration, isReservationHolder, readFullStatus, readKeys, readReservation } from './access';
+import { findRegistration, isReservationHolder, luTargetPorts, readFullStatus, readKeys, readReservation } from './access';
 import { ALL_REGISTRANTS, isAllRegistrantsType, nexusKey, registrationKey, type Nexus, type PrState, type Registration, type Reservation } from './state';
 
 export interface EngineOptions {
@@ -205,7 +205,7 @@ function prIn(state: PrState, cdb: Uint8Array, options: EngineOptions): Step {
     case PrInAction.REPORT_CAPABILITIES:
       return success(undefined, encodeReportCapabilities(capabilities(options, state), allocationLength));
     case PrInAction.READ_FULL_STATUS:
-      return success(undefined, encodeReadFullStatus(readFullStatus(state), allocationLength));
+      return success(undefined, encodeReadFullStatus(readFullStatus(state, options), allocationLength));
     default:
       return fail(Sense.INVALID_FIELD_IN_CDB);
   }
@@ -265,9 +265,9 @@ function prOut(state: PrState, nexus: Nexus, cdb: Uint8Array, dataOut: Uint8Arra
 
 /** The LU's target ports plus the one the command came in on (in case it is not listed). */
 function allTargetPorts(nexus: Nexus, options: EngineOptions): number[] {
-  const ports = options.targetPorts.filter((p) => Number.isInteger(p) && p >= 1 && p <= 0xffff);
+  const ports = luTargetPorts(options.targetPorts);
   if (!ports.includes(nexus.targetPort)) ports.push(nexus.targetPort);
-  return [...new Set(ports)];
+  return ports;
 }
 
 function withinResources(draft: Draft, options: EngineOptions): boolean {
@@ -327,7 +327,10 @@ function register(state: PrState, nexus: Nexus, p: PrOutParameters, ignoreKey: b
     if (p.serviceActionKey === 0n) {
       draft.unregister(new Set(ownNexuses.map(nexusKey)), true);
     } else {
-      for (const n of ownNexuses) draft.upsert(n, p.serviceActionKey, p.allTgPt || existing.allTgPt, p.aptpl);
+      // The flag follows this command: with ALL_TG_PT=0 only the receiving nexus is
+      // re-keyed, so it no longer stands with the initiator's other nexuses and READ FULL
+      // STATUS must report it as a single I_T nexus (SPC-4 full status descriptor, ALL_TG_PT).
+      for (const n of ownNexuses) draft.upsert(n, p.serviceActionKey, p.allTgPt, p.aptpl);
       if (!withinResources(draft, options)) return fail(Sense.INSUFFICIENT_REGISTRATION_RESOURCES);
     }
   }
@@ -488,8 +491,9 @@ function registerAndMove(state: PrState, nexus: Nexus, data: Uint8Array, options
   const draft = new Draft(state, options);
   const destination: Nexus = { initiator: p.transportId, targetPort: p.relativeTargetPort };
   const destinationKey = nexusKey(destination);
-  const prior = draft.find(destinationKey);
-  draft.upsert(destination, p.serviceActionKey, prior?.allTgPt ?? false, p.aptpl);
+  // REGISTER AND MOVE registers (or re-keys) only the destination I_T nexus, so that
+  // registration is a single-nexus one whatever made it before.
+  draft.upsert(destination, p.serviceActionKey, false, p.aptpl);
   if (!withinResources(draft, options)) return fail(Sense.INSUFFICIENT_REGISTRATION_RESOURCES);
   draft.reservation = { holder: destinationKey, type: res.type, scope: res.scope };
   if (p.unreg) draft.unregister(new Set([self]), false);

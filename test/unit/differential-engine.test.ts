@@ -72,6 +72,16 @@ describe(`differential: the SPC-4 engine against captured LIO results (${FABRIC}
     expect([...new Set(unknown)]).to.deep.equal([]);
   });
 
+  it('READ FULL STATUS after REGISTER with ALL_TG_PT=1 is one ALL_TG_PT descriptor, as LIO answers (SPC-4 full status descriptor, ALL_TG_PT)', function () {
+    const name = 'ALL_TG_PT: register on every target port, then re-register without it';
+    const lioSteps = capture.scenarios[name];
+    expect(lioSteps, `${name} is in the capture`).to.be.an('array');
+    const [lioStatus, engineStatus] = [lioSteps[1], engine[name][1]];
+    expect(engineStatus.label).to.equal('READ FULL STATUS');
+    expect(engineStatus.data?.descriptors).to.deep.equal([{ initiator: 'A', relativeTargetPort: 0, key: 'a1', allTgPt: true, holder: false, scope: 0, type: 0 }]);
+    expect(engineStatus).to.deep.equal(lioStatus);
+  });
+
   for (const fix of explanations.pendingFixes(FABRIC)) it(`ENGINE FIX PENDING (${fix.occurrences} differing fields) — ${fix.clause} — to do: ${fix.fix}`);
 });
 

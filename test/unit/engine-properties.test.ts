@@ -9,7 +9,7 @@ import { PrInAction, PrOutAction, Status } from '../../src/scsi/constants';
 import { encodePrOutParameters, encodeRegisterAndMoveParameters } from '../../src/scsi/parameter-list';
 import { decodeReadFullStatus, decodeReadKeys } from '../../src/scsi/pr-in-data';
 import { decodeSense, SenseKey } from '../../src/scsi';
-import type { TransportId } from '../../src/scsi/transport-id';
+import { transportIdKey, type TransportId } from '../../src/scsi/transport-id';
 import {
   ALL_REGISTRANTS,
   defaultEngineOptions,
@@ -198,8 +198,21 @@ function checkInvariants(state: PrState): void {
   const status = decodeReadFullStatus(statusIn.result.dataIn);
   expect(status.ok).to.equal(true);
   if (status.ok) {
-    expect(status.value.descriptors.map((d) => nexusKey({ initiator: d.transportId, targetPort: d.relativeTargetPort }))).to.deep.equal(keys);
-    expect(status.value.descriptors.map((d) => d.holder)).to.deep.equal(keys.map((k) => isReservationHolder(state, k)));
+    // An ALL_TG_PT=1 descriptor stands for the initiator port's nexus on every target
+    // port (RELATIVE TARGET PORT IDENTIFIER 0), all with its key and R_HOLDER; expanded,
+    // the descriptors name each registered nexus exactly once.
+    const described = status.value.descriptors.flatMap((d) => {
+      if (d.allTgPt) expect(d.relativeTargetPort, 'ALL_TG_PT=1 descriptor port').to.equal(0);
+      const ports = d.allTgPt ? PORTS : [d.relativeTargetPort];
+      return ports.map((targetPort) => `${nexusKey({ initiator: d.transportId, targetPort })} ${d.key} ${d.holder}`);
+    });
+    const registered = state.registrations.map((r) => `${registrationKey(r)} ${r.key} ${isReservationHolder(state, registrationKey(r))}`);
+    expect([...described].sort()).to.deep.equal([...registered].sort());
+    // A merged descriptor only for registrations all made with ALL_TG_PT=1.
+    for (const d of status.value.descriptors.filter((x) => x.allTgPt)) {
+      const own = state.registrations.filter((r) => transportIdKey(r.initiator) === transportIdKey(d.transportId));
+      expect(own.every((r) => r.allTgPt), 'merged registrations were all made with ALL_TG_PT=1').to.equal(true);
+    }
   }
   // A holder may always read and write.
   for (const n of NEXUSES) {

@@ -134,18 +134,117 @@ describe('engine: SPC-4 persistent reservations', () => {
   });
 
   describe('ALL_TG_PT', () => {
-    it('registers the initiator on every target port of the LU, and READ FULL STATUS shows each', () => {
+    it('registers the initiator on every target port of the LU, and READ FULL STATUS reports them as one ALL_TG_PT descriptor', () => {
       const lu = new Lu();
       expectGood(lu.register(A, 0n, KA, { allTgPt: true }));
       expect(isRegistered(lu.state, A)).to.equal(true);
       expect(isRegistered(lu.state, A2)).to.equal(true);
       expect(registrationsOf(lu.state, transportIdKey(HOST_A)).map((r) => r.targetPort)).to.deep.equal([1, 2]);
-      const status = lu.readFullStatus(B);
-      expect(status.descriptors.map((d) => [d.relativeTargetPort, d.allTgPt, d.key])).to.deep.equal([
-        [1, true, KA],
-        [2, true, KA],
-      ]);
+      expect(lu.readKeys(B).keys, 'READ KEYS lists each registered I_T nexus').to.deep.equal([KA, KA]);
+      // SPC-4 full status descriptor: ALL_TG_PT=1 "represents all the I_T nexuses" of the
+      // initiator port with every target port; RELATIVE TARGET PORT IDENTIFIER is then undefined (0).
+      expect(lu.readFullStatus(B)).to.deep.equal({
+        generation: 1,
+        descriptors: [{ key: KA, allTgPt: true, holder: false, scope: 0, type: 0, relativeTargetPort: 0, transportId: HOST_A }],
+      });
       expect(lu.state.generation).to.equal(1);
+    });
+
+    it('READ FULL STATUS keeps R_HOLDER on the merged descriptor under an all-registrants reservation', () => {
+      const lu = new Lu();
+      expectGood(lu.register(A, 0n, KA, { allTgPt: true }));
+      expectGood(lu.register(B, 0n, KB));
+      expectGood(lu.reserve(A2, KA, PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS));
+      const type = PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS;
+      expect(lu.readFullStatus(B).descriptors).to.deep.equal([
+        { key: KA, allTgPt: true, holder: true, scope: 0, type, relativeTargetPort: 0, transportId: HOST_A },
+        { key: KB, allTgPt: false, holder: true, scope: 0, type, relativeTargetPort: 1, transportId: HOST_B },
+      ]);
+    });
+
+    for (const [holderName, holder, other] of [['port 1', A, A2], ['port 2', A2, A]] as const) {
+      it(`READ FULL STATUS reports each nexus singly (ALL_TG_PT=0) when the one on ${holderName} alone holds a Write Exclusive reservation`, () => {
+        const lu = new Lu();
+        expectGood(lu.register(A, 0n, KA, { allTgPt: true }));
+        expectGood(lu.reserve(holder, KA, PrType.WRITE_EXCLUSIVE));
+        // SPC-4: ALL_TG_PT=1 needs every nexus it stands for to be a holder or none to be;
+        // R_HOLDER and the holder's own RELATIVE TARGET PORT IDENTIFIER identify it.
+        const descriptors = lu.readFullStatus(B).descriptors;
+        expect(descriptors).to.have.deep.members([
+          { key: KA, allTgPt: false, holder: true, scope: 0, type: PrType.WRITE_EXCLUSIVE, relativeTargetPort: holder.targetPort, transportId: HOST_A },
+          { key: KA, allTgPt: false, holder: false, scope: 0, type: 0, relativeTargetPort: other.targetPort, transportId: HOST_A },
+        ]);
+        expect(descriptors).to.have.length(2);
+        expectGood(lu.release(holder, KA, PrType.WRITE_EXCLUSIVE));
+        expect(lu.readFullStatus(B).descriptors, 'merged again once nobody holds it').to.deep.equal([
+          { key: KA, allTgPt: true, holder: false, scope: 0, type: 0, relativeTargetPort: 0, transportId: HOST_A },
+        ]);
+      });
+    }
+
+    it('READ FULL STATUS reports the nexuses singly once they no longer cover every target port of the LU', () => {
+      const lu = new Lu();
+      expectGood(lu.register(A, 0n, KA, { allTgPt: true }));
+      expectGood(lu.register(A2, KA, 0n));
+      expect(lu.readFullStatus(B).descriptors, 'one port unregistered').to.deep.equal([
+        { key: KA, allTgPt: false, holder: false, scope: 0, type: 0, relativeTargetPort: 1, transportId: HOST_A },
+      ]);
+      const twoPorts = new Lu();
+      expectGood(twoPorts.register(A, 0n, KA, { allTgPt: true }));
+      const grown = new Lu(defaultEngineOptions([1, 2, 3]));
+      grown.state = twoPorts.state;
+      expect(grown.readFullStatus(B).descriptors.map((d) => [d.allTgPt, d.relativeTargetPort]), 'the LU gained target port 3').to.deep.equal([
+        [false, 1],
+        [false, 2],
+      ]);
+    });
+
+    for (const [what, reRegister] of [
+      ['REGISTER', (lu: Lu, sark: bigint) => lu.register(A2, KA, sark)],
+      ['REGISTER AND IGNORE EXISTING KEY', (lu: Lu, sark: bigint) => lu.registerIgnore(A2, sark)],
+    ] as const) {
+      it(`${what} with ALL_TG_PT=0 on a nexus registered with ALL_TG_PT=1 makes that registration single-nexus`, () => {
+        const lu = new Lu();
+        expectGood(lu.register(A, 0n, KA, { allTgPt: true }));
+        expectGood(reRegister(lu, KC));
+        expect(lu.state.registrations.map((r) => [r.targetPort, r.key, r.allTgPt])).to.deep.equal([
+          [1, KA, true],
+          [2, KC, false],
+        ]);
+        expect(lu.readFullStatus(B).descriptors.map((d) => [d.relativeTargetPort, d.key, d.allTgPt])).to.deep.equal([
+          [1, KA, false],
+          [2, KC, false],
+        ]);
+        // Even back on the shared key, port 2's registration was made with ALL_TG_PT=0.
+        expectGood(lu.register(A2, KC, KA));
+        expect(lu.state.registrations.map((r) => [r.targetPort, r.key, r.allTgPt])).to.deep.equal([
+          [1, KA, true],
+          [2, KA, false],
+        ]);
+        expect(lu.readFullStatus(B).descriptors.map((d) => [d.relativeTargetPort, d.allTgPt])).to.deep.equal([
+          [1, false],
+          [2, false],
+        ]);
+        // A new REGISTER with ALL_TG_PT=1 re-keys every port and merges them again.
+        expectGood(lu.register(A, KA, KB, { allTgPt: true }));
+        expect(lu.state.registrations.map((r) => [r.targetPort, r.key, r.allTgPt])).to.deep.equal([
+          [1, KB, true],
+          [2, KB, true],
+        ]);
+        expect(lu.readFullStatus(B).descriptors.map((d) => [d.relativeTargetPort, d.key, d.allTgPt])).to.deep.equal([[0, KB, true]]);
+      });
+    }
+
+    it('REGISTER AND MOVE makes the destination nexus a single-nexus registration', () => {
+      const lu = new Lu();
+      expectGood(lu.register(B, 0n, KB, { allTgPt: true }));
+      expectGood(lu.register(A, 0n, KA));
+      expectGood(lu.reserve(A, KA, PrType.WRITE_EXCLUSIVE));
+      expectGood(lu.registerAndMove(A, KA, KB, HOST_B, 1));
+      expect(lu.state.registrations.filter((r) => transportIdKey(r.initiator) === transportIdKey(HOST_B)).map((r) => [r.targetPort, r.allTgPt])).to.deep.equal([
+        [1, false],
+        [2, true],
+      ]);
     });
 
     it('unregisters on every port with ALL_TG_PT=1, and only on the receiving port without it', () => {
@@ -612,22 +711,22 @@ describe('engine: SPC-4 persistent reservations', () => {
     expectGood(lu.register(nexus(fcHost, 2), 0n, KC));
     expectGood(lu.register(A, 0n, KA, { allTgPt: true }));
     expectGood(lu.reserve(A2, KA, PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY));
+    // A2 alone holds the reservation, so A's nexuses cannot share an ALL_TG_PT=1 descriptor.
     expect(lu.readFullStatus(B)).to.deep.equal({
       generation: 2,
       descriptors: [
         { key: KC, allTgPt: false, holder: false, scope: 0, type: 0, relativeTargetPort: 2, transportId: fcHost },
-        { key: KA, allTgPt: true, holder: false, scope: 0, type: 0, relativeTargetPort: 1, transportId: HOST_A },
-        { key: KA, allTgPt: true, holder: true, scope: 0, type: PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, relativeTargetPort: 2, transportId: HOST_A },
+        { key: KA, allTgPt: false, holder: false, scope: 0, type: 0, relativeTargetPort: 1, transportId: HOST_A },
+        { key: KA, allTgPt: false, holder: true, scope: 0, type: PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, relativeTargetPort: 2, transportId: HOST_A },
       ],
     });
     expectGood(lu.release(A2, KA, PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY));
     expectUnitAttention(lu.prIn(A, 0), 'RESERVATIONS_RELEASED');
     expectGood(lu.reserve(A, KA, PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS));
     const all = lu.readFullStatus(A2).descriptors;
-    expect(all.map((d) => [d.holder, d.type])).to.deep.equal([
-      [true, PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS],
-      [true, PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS],
-      [true, PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS],
+    expect(all.map((d) => [d.holder, d.type, d.allTgPt, d.relativeTargetPort])).to.deep.equal([
+      [true, PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS, false, 2],
+      [true, PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS, true, 0],
     ]);
   });
 
