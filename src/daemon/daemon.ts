@@ -43,7 +43,7 @@ export interface BackendSet {
  */
 export function createBackends(config: Pick<DaemonConfig, 'backend' | 'statePath' | 'initiator' | 'paths'>, logger?: Logger): BackendSet {
   fs.mkdirSync(path.dirname(config.statePath), { recursive: true, mode: 0o700 });
-  const emulated = new EmulatedBackend({ statePath: config.statePath, initiator: config.initiator, paths: config.paths });
+  const emulated = new EmulatedBackend({ statePath: config.statePath, initiator: config.initiator, paths: config.paths, writerThread: true });
   const queue = new DeviceQueue();
   const backends: Partial<Record<ConcreteBackendName, PrBackend>> = {
     emulated,
@@ -143,6 +143,7 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
       );
     }
     backends = createBackends(config, logger);
+    await backends.emulated.ready();
   } catch (error) {
     await server.close();
     await backends?.resolver.close();

@@ -26,7 +26,7 @@ function keysPerPath(backend: EmulatedBackend): (bigint | undefined)[] {
   return host.paths.map((p) => state.registrations.find((r) => nexusKey(r) === nexusKey(pathNexus(host, p.index)))?.key);
 }
 
-describe('emulated backend: a simulated multipath host over the SPC-4 engine', () => {
+for (const writerThread of [false, true]) describe(`emulated backend: a simulated multipath host over the SPC-4 engine (${writerThread ? 'writer thread, group commit' : 'same thread'})`, () => {
   let statePath: string;
   let hostA: EmulatedBackend;
   let hostB: EmulatedBackend;
@@ -35,8 +35,8 @@ describe('emulated backend: a simulated multipath host over the SPC-4 engine', (
 
   beforeEach(() => {
     statePath = tempState();
-    hostA = new EmulatedBackend({ statePath, initiator: 'host-a', paths: 3 });
-    hostB = new EmulatedBackend({ statePath, initiator: 'host-b', paths: 2 });
+    hostA = new EmulatedBackend({ statePath, initiator: 'host-a', paths: 3, writerThread });
+    hostB = new EmulatedBackend({ statePath, initiator: 'host-b', paths: 2, writerThread });
     runA = pr.bindBackend(hostA, lu);
     runB = pr.bindBackend(hostB, lu);
   });
@@ -170,10 +170,17 @@ describe('emulated backend: a simulated multipath host over the SPC-4 engine', (
     expect((await pr.readReservation(runA)).reservation).to.deep.include({ key: 0xb1n, type: PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY });
   });
 
+  it('concurrent commands are all applied, each exactly once', async () => {
+    await Promise.all(Array.from({ length: 40 }, (_, i) => pr.registerIgnore(pr.bindBackend(hostA, { ...lu, path: `/srv/emulated/lu${i % 4}` }), BigInt(i + 1))));
+    let generations = 0;
+    for (let n = 0; n < 4; n++) generations += hostA.readState(`/srv/emulated/lu${n}`).generation;
+    expect(generations).to.equal(40 * 3); // three paths, one generation each
+  });
+
   it('state survives closing and reopening the file (durable before the reply)', async () => {
     await pr.register(runA, 0xa1n);
     await hostA.close();
-    const reopened = new EmulatedBackend({ statePath, initiator: 'host-a', paths: 3 });
+    const reopened = new EmulatedBackend({ statePath, initiator: 'host-a', paths: 3, writerThread });
     try {
       expect(keysPerPath(reopened)).to.deep.equal([0xa1n, 0xa1n, 0xa1n]);
     } finally {

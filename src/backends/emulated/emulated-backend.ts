@@ -7,12 +7,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Opcode, Status } from '../../scsi/constants';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import { parseTransportId, transportIdKey, type TransportId } from '../../scsi/transport-id';
-import { defaultEngineOptions, type EngineOptions } from '../../engine';
-import { initialState, parseState, serializeState, type PrState } from '../../engine/state';
+import type { EngineOptions } from '../../engine';
+import { parseState, serializeState, type PrState } from '../../engine/state';
+import { CommandRunner } from './command-runner';
+import { StoreWriter } from './store-writer';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
 import { refusePrOutOnReadOnly } from '../read-only';
 import { EmulatedStore, type HostPath, type PathState } from './store';
-import { reinstatePathRegistration, runHostCommand, type HostCommandOutcome, type SimulatedHost } from './multipath-host';
+import { reinstatePathRegistration, type SimulatedHost } from './multipath-host';
 
 export interface EmulatedBackendOptions {
   /** The SQLite state file shared by every simulated host of this SAN, or ':memory:'. */
@@ -26,6 +28,11 @@ export interface EmulatedBackendOptions {
   readonly maxRegistrations?: number;
   /** false trades durability for speed (benchmarks only). */
   readonly durable?: boolean;
+  /**
+   * Run commands on a writer thread with group commit, so fsync never blocks the caller's
+   * event loop (the daemon turns this on). Ignored for ':memory:', which one thread owns.
+   */
+  readonly writerThread?: boolean;
 }
 
 /** A change the backend made, for logs and D-Bus. */
@@ -55,8 +62,8 @@ export class EmulatedBackend implements PrBackend {
   readonly initiator: TransportId;
   /** The store's key for this host's rows. */
   readonly initiatorKey: string;
-  private readonly unitAttentions: boolean;
-  private readonly maxRegistrations?: number;
+  private readonly runner: CommandRunner;
+  private readonly writer?: StoreWriter;
   private readonly listeners = new Set<(change: EmulatedChange) => void>();
   private inFlight = 0;
   private closed = false;
@@ -65,11 +72,19 @@ export class EmulatedBackend implements PrBackend {
     this.store = new EmulatedStore(options.statePath, { durable: options.durable });
     this.initiator = initiatorTransportId(options.initiator ?? defaultInitiatorName());
     this.initiatorKey = transportIdKey(this.initiator);
-    this.unitAttentions = options.unitAttentions ?? true;
-    this.maxRegistrations = options.maxRegistrations;
+    const runnerOptions = { initiator: this.initiator, unitAttentions: options.unitAttentions ?? true, maxRegistrations: options.maxRegistrations };
+    this.runner = new CommandRunner(this.store, runnerOptions);
     const paths = options.paths ?? 2;
     if (!Number.isInteger(paths) || paths < 1 || paths > 64) throw new RangeError(`paths must be 1..64, got ${paths}`);
     this.store.immediate(() => this.store.ensureHostPaths(this.initiatorKey, paths));
+    if (options.writerThread && options.statePath !== ':memory:') {
+      this.writer = new StoreWriter({ statePath: options.statePath, durable: options.durable !== false, ...runnerOptions });
+    }
+  }
+
+  /** Resolves once the writer thread (if any) has opened the state file; rejects if it cannot. */
+  async ready(): Promise<void> {
+    await this.writer?.ready;
   }
 
   onChange(listener: (change: EmulatedChange) => void): () => void {
@@ -87,9 +102,10 @@ export class EmulatedBackend implements PrBackend {
       const delayMs = this.store.luDelayMs(lu);
       if (delayMs > 0) await sleep(delayMs, undefined, { signal: options.signal }).catch(() => undefined);
       if (options.signal?.aborted) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-      const outcome = this.store.immediate(() => this.executeInTransaction(lu, cdb, dataOut));
-      if (outcome.changed && cdb[0] === Opcode.PERSISTENT_RESERVE_OUT && outcome.result.status === Status.GOOD) {
-        this.emit({ lu, state: outcome.state, pathsUsed: outcome.pathsUsed });
+      const request = { lu, cdb, dataOut };
+      const outcome = this.writer ? await this.writer.run(request) : this.runner.run(request);
+      if (outcome.state !== undefined && cdb[0] === Opcode.PERSISTENT_RESERVE_OUT && outcome.result.status === Status.GOOD) {
+        this.emit({ lu, state: parseState(outcome.state), pathsUsed: outcome.pathsUsed });
       }
       return outcome.result;
     } catch (err) {
@@ -101,39 +117,13 @@ export class EmulatedBackend implements PrBackend {
     }
   }
 
-  private executeInTransaction(lu: string, cdb: Uint8Array, dataOut: Uint8Array): HostCommandOutcome {
-    const state = this.loadState(lu);
-    const host = this.host();
-    const known = this.store.hostKey(this.initiatorKey, lu);
-    const outcome = runHostCommand(state, host, known, cdb, dataOut, this.engineOptions());
-    if (outcome.changed) this.store.writeLuState(lu, serializeState(outcome.state));
-    if (outcome.knownKey === null) this.store.clearHostKey(this.initiatorKey, lu);
-    else if (outcome.knownKey) this.store.setHostKey(this.initiatorKey, lu, outcome.knownKey.key, outcome.knownKey.aptpl);
-    return outcome;
-  }
-
-  private loadState(lu: string): PrState {
-    const text = this.store.readLuState(lu);
-    return text === undefined ? initialState() : parseState(text);
-  }
-
-  private host(): SimulatedHost {
-    return { initiator: this.initiator, paths: this.store.hostPaths(this.initiatorKey) };
-  }
-
   engineOptions(): EngineOptions {
-    const targetPorts = Array.from({ length: this.store.targetPortCount() }, (_, i) => i + 1);
-    const defaults = defaultEngineOptions(targetPorts);
-    return {
-      ...defaults,
-      unitAttentions: this.unitAttentions,
-      maxRegistrations: this.maxRegistrations ?? defaults.maxRegistrations,
-    };
+    return this.runner.engineOptions();
   }
 
   /** The current PR state of an LU, read without changing anything. */
   readState(lu: string): PrState {
-    return this.loadState(lu);
+    return this.runner.loadState(lu);
   }
 
   listDevices(): string[] {
@@ -163,6 +153,7 @@ export class EmulatedBackend implements PrBackend {
     if (this.closed) return;
     this.closed = true;
     while (this.inFlight > 0) await sleep(5);
+    await this.writer?.close();
     this.store.close();
   }
 }

@@ -81,6 +81,15 @@ export class EmulatedStore {
     return this.transaction.immediate(fn) as T;
   }
 
+  /**
+   * Runs fn inside the current transaction as a SAVEPOINT: an exception undoes only fn's
+   * changes. Used to commit a batch of commands with one fsync (group commit).
+   */
+  savepoint<T>(fn: () => T): T {
+    if (!this.db.inTransaction) throw new Error('EmulatedStore.savepoint outside a transaction');
+    return this.transaction(fn) as T;
+  }
+
   private statement(sql: string): Database.Statement {
     let statement = this.statements.get(sql);
     if (!statement) {
