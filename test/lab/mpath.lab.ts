@@ -16,6 +16,8 @@ import * as path from 'path';
 import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
 import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
 import { buildPrIn, buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
+import { formatMpathDoctor, mpathDoctor } from '../../src/cli/doctor';
+import { MultipathdClient } from '../../src/multipathd/client';
 import { PrHelperClient } from '../../src/protocol/client';
 import type { PrHelperReply } from '../../src/protocol/messages';
 import { PrInAction, PrType, Status } from '../../src/scsi/constants';
@@ -242,6 +244,20 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
     expectGood(await prOut(ours!, { action: 'register', reservationKey: KEY_A, serviceActionKey: KEY_A2 }), 'REGISTER key change');
     expect(keysOn(pathA)).to.deep.equal([KEY_A2, KEY_A2]);
     expect(fs.readFileSync(ours!.log, 'utf8')).to.include('registered on only some paths; registering the others before REGISTER');
+  });
+
+  it('doctor sees the map consistent after REGISTER, and names the path that lost its registration', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    const mpd = new MultipathdClient();
+    const healthy = await mpathDoctor({ multipathd: mpd, maps: [topology.mpathName] });
+    const map = healthy.maps[0];
+    expect(map, formatMpathDoctor(healthy)).to.deep.include({ name: topology.mpathName, verdict: 'consistent', hostKey: hex(KEY_A), multipathdKey: hex(KEY_A) });
+    expect(healthy.library.ok).to.equal(true);
+    run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', pathB]);
+    const broken = await mpathDoctor({ multipathd: mpd, maps: [topology.mpathName] });
+    writeArtifact(topology, 'mpath-lab/doctor.txt', formatMpathDoctor(healthy) + '\n' + formatMpathDoctor(broken));
+    expect(broken.maps[0].verdict, formatMpathDoctor(broken)).to.equal('inconsistent');
+    expect(broken.problems).to.include(`${topology.mpathName}: key ${hex(KEY_A)} is registered on 1 of 2 answering paths`);
   });
 
   it('RELEASE by a non-holder answers GOOD and leaves host B\'s reservation alone', async function () {
