@@ -162,14 +162,39 @@ const CONTROL_SIZE = CMSG_SPACE(RECV_MAX_FDS * 4);
 /** sendmsg may carry more fds than we accept, so tests can provoke MSG_CTRUNC. */
 export const SEND_MAX_FDS = 32;
 const SEND_CONTROL_SIZE = CMSG_SPACE(SEND_MAX_FDS * 4);
-const scratchMsg: bigint = koffi.alloc('uint8_t', koffi.sizeof(MsgHdr));
-const scratchIov: bigint = koffi.alloc('uint8_t', koffi.sizeof(Iovec));
 const scratchControl: bigint = koffi.alloc('uint8_t', CONTROL_SIZE);
 const scratchSendControl: bigint = koffi.alloc('uint8_t', SEND_CONTROL_SIZE);
 const scratchData: bigint = koffi.alloc('uint8_t', SCRATCH_DATA_SIZE);
 const controlView = Buffer.from(koffi.view(scratchControl, CONTROL_SIZE));
 const sendControlView = Buffer.from(koffi.view(scratchSendControl, SEND_CONTROL_SIZE));
 const dataView = Buffer.from(koffi.view(scratchData, SCRATCH_DATA_SIZE));
+
+// One msghdr+iovec per direction, encoded once: only the lengths (and, for recvmsg, the
+// fields the kernel overwrites) change per call, and they are patched through a Buffer
+// view, which costs far less than koffi.encode/decode of the whole struct every time.
+const MSGHDR_SIZE = koffi.sizeof(MsgHdr);
+const IOVEC_SIZE = koffi.sizeof(Iovec);
+const MSG_CONTROLLEN_OFFSET = koffi.offsetof(MsgHdr, 'msg_controllen');
+const MSG_FLAGS_OFFSET = koffi.offsetof(MsgHdr, 'msg_flags');
+const IOV_LEN_OFFSET = koffi.offsetof(Iovec, 'iov_len');
+
+interface PreparedMessage {
+  readonly msg: bigint;
+  readonly msgView: Buffer;
+  readonly iovView: Buffer;
+}
+
+function prepareMessage(control: bigint): PreparedMessage {
+  const msg: bigint = koffi.alloc('uint8_t', MSGHDR_SIZE);
+  const iov: bigint = koffi.alloc('uint8_t', IOVEC_SIZE);
+  koffi.encode(iov, Iovec, { iov_base: scratchData, iov_len: 0 });
+  koffi.encode(msg, MsgHdr, { msg_name: null, msg_namelen: 0, msg_iov: iov, msg_iovlen: 1, msg_control: control, msg_controllen: 0, msg_flags: 0 });
+  return { msg, msgView: Buffer.from(koffi.view(msg, MSGHDR_SIZE)), iovView: Buffer.from(koffi.view(iov, IOVEC_SIZE)) };
+}
+
+const recvMessage = prepareMessage(scratchControl);
+// The kernel ignores msg_control when msg_controllen is 0, so sends without fds keep the pointer.
+const sendMessage = prepareMessage(scratchSendControl);
 
 // ---------------------------------------------------------------------------------------
 // Sockets
@@ -254,26 +279,27 @@ export interface ReceivedMessage {
  */
 export function recvmsg(fd: number, maxBytes = SCRATCH_DATA_SIZE): ReceivedMessage | null {
   const length = Math.max(1, Math.min(maxBytes, SCRATCH_DATA_SIZE));
+  const { msg, msgView, iovView } = recvMessage;
   controlView.fill(0);
-  koffi.encode(scratchIov, Iovec, { iov_base: scratchData, iov_len: length });
-  koffi.encode(scratchMsg, MsgHdr, {
-    msg_name: null,
-    msg_namelen: 0,
-    msg_iov: scratchIov,
-    msg_iovlen: 1,
-    msg_control: scratchControl,
-    msg_controllen: CONTROL_SIZE,
-    msg_flags: 0,
-  });
-  const received = checkNonBlocking('recvmsg', () => Number(c_recvmsg(fd, scratchMsg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT)));
-  if (received === null) return null;
-  const header = koffi.decode(scratchMsg, MsgHdr) as { msg_controllen: number | bigint; msg_flags: number };
-  const controlLength = Math.min(Number(header.msg_controllen), CONTROL_SIZE);
-  const fds = parseRights(controlView.subarray(0, controlLength));
+  iovView.writeBigUInt64LE(BigInt(length), IOV_LEN_OFFSET);
+  msgView.writeBigUInt64LE(BigInt(CONTROL_SIZE), MSG_CONTROLLEN_OFFSET);
+  msgView.writeInt32LE(0, MSG_FLAGS_OFFSET);
+  let received: number;
+  for (;;) {
+    received = Number(c_recvmsg(fd, msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT));
+    if (received >= 0) break;
+    const errno = koffi.errno();
+    if (errno === Errno.EINTR) continue;
+    if (errno === Errno.EAGAIN) return null;
+    throw new SystemCallError('recvmsg', errno);
+  }
+  const controlLength = Math.min(Number(msgView.readBigUInt64LE(MSG_CONTROLLEN_OFFSET)), CONTROL_SIZE);
+  const flags = msgView.readInt32LE(MSG_FLAGS_OFFSET);
+  const fds = controlLength >= CMSG_HDR_SIZE ? parseRights(controlView.subarray(0, controlLength)) : [];
   return {
     bytes: Buffer.from(dataView.subarray(0, received)),
     fds,
-    controlTruncated: (header.msg_flags & MSG_CTRUNC) !== 0,
+    controlTruncated: (flags & MSG_CTRUNC) !== 0,
   };
 }
 
@@ -313,17 +339,17 @@ export function sendmsg(fd: number, bytes: Uint8Array, fds: readonly number[] = 
     sendControlView.writeInt32LE(SCM_RIGHTS, 12);
     fds.forEach((sent, i) => sendControlView.writeInt32LE(sent, CMSG_HDR_SIZE + 4 * i));
   }
-  koffi.encode(scratchIov, Iovec, { iov_base: scratchData, iov_len: length });
-  koffi.encode(scratchMsg, MsgHdr, {
-    msg_name: null,
-    msg_namelen: 0,
-    msg_iov: scratchIov,
-    msg_iovlen: 1,
-    msg_control: controlLength > 0 ? scratchSendControl : null,
-    msg_controllen: controlLength,
-    msg_flags: 0,
-  });
-  return checkNonBlocking('sendmsg', () => Number(c_sendmsg(fd, scratchMsg, MSG_NOSIGNAL | MSG_DONTWAIT)));
+  const { msg, msgView, iovView } = sendMessage;
+  iovView.writeBigUInt64LE(BigInt(length), IOV_LEN_OFFSET);
+  msgView.writeBigUInt64LE(BigInt(controlLength), MSG_CONTROLLEN_OFFSET);
+  for (;;) {
+    const sent = Number(c_sendmsg(fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT));
+    if (sent >= 0) return sent;
+    const errno = koffi.errno();
+    if (errno === Errno.EINTR) continue;
+    if (errno === Errno.EAGAIN) return null;
+    throw new SystemCallError('sendmsg', errno);
+  }
 }
 
 /** read(2) on a nonblocking fd: the bytes (empty at end of file), or null on EAGAIN. */
@@ -429,8 +455,11 @@ const STX_DEV_MAJOR = 0x88;
 const STX_DEV_MINOR = 0x8c;
 
 /** fstat via statx(fd, "", AT_EMPTY_PATH). */
+// Reused: the call is synchronous and every field is copied out before returning.
+const statxBuffer = Buffer.alloc(STATX_SIZE);
+
 export function fstat(fd: number): FileStatus {
-  const buffer = Buffer.alloc(STATX_SIZE);
+  const buffer = statxBuffer;
   check('statx', () => c_statx(fd, '', AT_EMPTY_PATH, STATX_BASIC_STATS, buffer), `fd ${fd}`);
   const mode = buffer.readUInt16LE(STX_MODE);
   const type = mode & S_IFMT;

@@ -20,6 +20,11 @@ export interface DeviceHandle {
   readonly writable: boolean;
   /** st_rdev for block and character devices, undefined for regular files. */
   readonly rdev?: { major: number; minor: number };
+  /**
+   * What the fd is, when whoever built the handle already fstat'ed it (the protocol server
+   * does), so the resolver need not fstat again. Absent: the resolver finds out itself.
+   */
+  readonly kind?: 'regular' | 'block' | 'char' | 'other';
 }
 
 /** Who sent a command, from SO_PEERCRED, for logs and access checks. */

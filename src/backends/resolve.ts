@@ -57,8 +57,10 @@ export interface FileIdentity {
   readonly rdev?: Rdev;
 }
 
-/** fstat of the handle's fd (or stat of its path when it has none). Throws what fs throws. */
+/** The handle's own `kind` when it carries one, else fstat of its fd (or stat of its path when it has none). Throws what fs throws. */
 export function identify(device: DeviceHandle): FileIdentity {
+  // The protocol server fstat'ed the fd when it built the handle; an open fd cannot change kind.
+  if (device.kind && device.fd >= 0) return device.kind === 'block' || device.kind === 'char' ? { kind: device.kind, rdev: device.rdev } : { kind: device.kind };
   const st = device.fd >= 0 ? fs.fstatSync(device.fd, { bigint: true }) : fs.statSync(device.path, { bigint: true });
   if (st.isFile()) return { kind: 'regular' };
   if (st.isBlockDevice()) return { kind: 'block', rdev: decodeDevT(st.rdev) };

@@ -13,12 +13,29 @@ export class ConnectionClosedError extends Error {
 
 type Waiter = { kind: 'readable' | 'writable'; resolve: () => void; reject: (error: Error) => void };
 
+// Interest as a bitmask, so comparing and combining what the watcher is armed for is cheap.
+const READABLE = 1;
+const WRITABLE = 2;
+const DISCONNECT = 4;
+const INTERESTS: readonly libc.ReadinessInterest[] = Array.from({ length: 8 }, (_, mask) =>
+  Object.freeze({ readable: (mask & READABLE) !== 0, writable: (mask & WRITABLE) !== 0, disconnect: (mask & DISCONNECT) !== 0 }),
+);
+/** What a readable wait arms; also enough to notice a hang-up while a command runs. */
+const READ_INTEREST = READABLE | DISCONNECT;
+
 export class FdConnection {
   readonly fd: number;
   private readonly watcher: libc.FdWatcher;
   private waiter: Waiter | undefined;
   private onDisconnect: (() => void) | undefined;
   private closedFlag = false;
+  /**
+   * What the watcher is armed for. Every change costs an epoll_ctl (and libuv adds a failing
+   * EPOLL_CTL_DEL on each stop), so interest is dropped lazily: a read wait leaves
+   * readable+disconnect armed, which also serves the disconnect watch of the next command,
+   * and only an event nobody wants narrows it to what is wanted.
+   */
+  private armed = 0;
 
   /** Takes ownership of `fd`, which must be a nonblocking connected stream socket. */
   constructor(fd: number) {
@@ -49,7 +66,7 @@ export class FdConnection {
     let pendingFds = fds;
     while (offset < bytes.length || pendingFds.length > 0) {
       this.assertOpen();
-      const sent = libc.sendmsg(this.fd, bytes.subarray(offset), pendingFds);
+      const sent = libc.sendmsg(this.fd, offset === 0 ? bytes : bytes.subarray(offset), pendingFds);
       if (sent === null) {
         await this.wait('writable');
         continue;
@@ -72,7 +89,8 @@ export class FdConnection {
   watchDisconnect(callback: (() => void) | undefined): void {
     if (this.closedFlag) return;
     this.onDisconnect = callback;
-    if (!this.waiter) this.watcher.update(callback ? { disconnect: true } : {});
+    // Stopping is lazy (see `armed`); a leftover readable/disconnect event is narrowed in onReady.
+    if (callback && !this.waiter && (this.armed & DISCONNECT) === 0) this.arm(this.armed | DISCONNECT);
   }
 
   /** Closes the socket; a pending read or write rejects with ConnectionClosedError. Idempotent. */
@@ -92,10 +110,22 @@ export class FdConnection {
     if (this.closedFlag) throw new ConnectionClosedError();
   }
 
+  private arm(mask: number): void {
+    if (mask === this.armed) return;
+    this.armed = mask;
+    this.watcher.update(INTERESTS[mask]);
+  }
+
+  /** What is wanted when nothing waits: only the disconnect watch, if any. */
+  private idleInterest(): number {
+    return this.onDisconnect ? DISCONNECT : 0;
+  }
+
   private wait(kind: 'readable' | 'writable'): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.waiter = { kind, resolve, reject };
-      this.watcher.update({ [kind]: true });
+      // A writable wait arms writable alone: a half-closed peer must not wake it over and over.
+      this.arm(kind === 'readable' ? READ_INTEREST : WRITABLE);
     });
   }
 
@@ -103,7 +133,9 @@ export class FdConnection {
     const waiter = this.waiter;
     if (waiter) {
       this.waiter = undefined;
-      this.watcher.update(this.onDisconnect ? { disconnect: true } : {});
+      // After a read wait the caller consumes the data, so readable stays armed for the next
+      // one; writable is nearly always true and would wake us for nothing, so it goes at once.
+      if (waiter.kind === 'writable' || error) this.arm(this.idleInterest());
       // A poll error (or hang-up) is left for the next recvmsg/sendmsg to report precisely.
       if (error) waiter.reject(error);
       else waiter.resolve();
@@ -112,8 +144,11 @@ export class FdConnection {
     if (events.disconnect || error) {
       const callback = this.onDisconnect;
       this.onDisconnect = undefined;
-      this.watcher.update({});
+      this.arm(0);
       callback?.();
+      return;
     }
+    // Readiness nobody waits for (level-triggered, so it would repeat): narrow the interest.
+    this.arm(this.idleInterest());
   }
 }

@@ -461,6 +461,8 @@ export function describeDeviceFd(fd: number): DeviceHandle {
     path,
     writable: access !== 'read-only',
     rdev: status.isBlock || status.isChar ? { major: status.rdev.major, minor: status.rdev.minor } : undefined,
+    // Carried so the resolver does not fstat the same fd again.
+    kind: status.isBlock ? 'block' : status.isChar ? 'char' : status.isRegular ? 'regular' : 'other',
   };
 }
 
