@@ -12,6 +12,7 @@ import { PrHelperClient } from '../../src/protocol/client';
 import { Status } from '../../src/scsi/constants';
 import { Sense, senseMatches } from '../../src/scsi/sense';
 import { MPATH_PR, runToExit, spawnDaemon, type DaemonProcess } from './spawn-daemon';
+import { executorFor } from './serve-process';
 
 const NOBODY = 65534;
 const PEER_CLIENT = path.join(__dirname, 'peer-client.js');
@@ -43,13 +44,6 @@ function peerAsNobody(socket: string, lu?: string): Promise<PeerOutcome> {
       }
     });
   });
-}
-
-function executor(client: PrHelperClient, fd: number): pr.PrExecutor {
-  return async (cdb, dataOut) => {
-    const reply = await client.execute(fd, cdb, dataOut);
-    return { status: reply.status, sense: reply.sense, dataIn: reply.data };
-  };
 }
 
 describe('access control (real serve processes)', function () {
@@ -132,15 +126,15 @@ describe('access control (real serve processes)', function () {
     const outsideFd = fs.openSync(outside, 'r+');
     const allowedFd = fs.openSync(allowed, 'r+');
     try {
-      const refused = await pr.prOut(executor(client, outsideFd), { action: 'register', serviceActionKey: 0xbadn });
+      const refused = await pr.prOut(executorFor(client, outsideFd), { action: 'register', serviceActionKey: 0xbadn });
       expect(refused.status).to.equal(Status.CHECK_CONDITION);
       expect(senseMatches(refused.sense, Sense.LOGICAL_UNIT_NOT_SUPPORTED), 'sense 05/25/00').to.equal(true);
-      const refusedIn = await executor(client, outsideFd)(pr.buildPrIn(0x00), Buffer.alloc(0));
+      const refusedIn = await executorFor(client, outsideFd)(pr.buildPrIn(0x00), Buffer.alloc(0));
       expect(refusedIn.status).to.equal(Status.CHECK_CONDITION);
       expect(refusedIn.dataIn.length).to.equal(0);
       // The allowed device on the same connection works.
-      await pr.register(executor(client, allowedFd), 0x600dn);
-      expect((await pr.readKeys(executor(client, allowedFd))).keys).to.deep.equal([0x600dn, 0x600dn]);
+      await pr.register(executorFor(client, allowedFd), 0x600dn);
+      expect((await pr.readKeys(executorFor(client, allowedFd))).keys).to.deep.equal([0x600dn, 0x600dn]);
     } finally {
       client.close();
       fs.closeSync(outsideFd);
@@ -196,10 +190,10 @@ describe('access control (real serve processes)', function () {
     const fastFd = fs.openSync(fast, 'r+');
     const order: string[] = [];
     try {
-      const slowDone = pr.register(executor(slowClient, slowFd), 0x5n).then(() => order.push('slow'));
+      const slowDone = pr.register(executorFor(slowClient, slowFd), 0x5n).then(() => order.push('slow'));
       // The slow command holds the uid's only slot before the fast one is sent.
       await d.waitForLog(/slow\.img[^\n]*"msg":"command admitted"/);
-      const fastDone = pr.register(executor(fastClient, fastFd), 0xfn).then(() => order.push('fast'));
+      const fastDone = pr.register(executorFor(fastClient, fastFd), 0xfn).then(() => order.push('fast'));
       await Promise.all([slowDone, fastDone]);
     } finally {
       slowClient.close();

@@ -1,27 +1,16 @@
 // End to end: real `mpath-pr serve` processes, real Unix sockets, real SCM_RIGHTS.
 
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import * as libc from '../../ffi/libc';
 import * as pr from '../../src/backends/pr-commands';
 import { PrType, Status } from '../../src/scsi/constants';
 import { Sense, senseMatches } from '../../src/scsi/sense';
-import { CLI, connectClient, eventually, executorFor, startServe, tempDir, type ServeProcess } from './serve-process';
+import { CLI, connectClient, eventually, executorFor, runNodeScript, startServe, tempDir, type ServeProcess } from './serve-process';
 
-const run = promisify(execFile);
 
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runNodeScript(CLI, args, env);
 
 describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', function () {
   this.timeout(60_000);

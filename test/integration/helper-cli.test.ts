@@ -2,25 +2,15 @@
 // helper and hand-written QEMU setups work unchanged.
 
 import { expect } from 'chai';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import * as pr from '../../src/backends/pr-commands';
-import { connectClient, eventually, executorFor, tempDir } from './serve-process';
+import { connectClient, eventually, executorFor, runNodeScript, tempDir } from './serve-process';
 
 const HELPER = path.resolve(__dirname, '../../src/cli/mpath-pr-helper.js');
-const run = promisify(execFile);
 
-async function helper(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [HELPER, ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const helper = (args: string[]) => runNodeScript(HELPER, args);
 
 describe('mpath-pr-helper takes qemu-pr-helper flags', function () {
   this.timeout(30_000);

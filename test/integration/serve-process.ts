@@ -1,7 +1,8 @@
 // Starts real `mpath-pr serve` processes for end-to-end tests, and talks to them the way
 // QEMU does (PrHelperClient: handshake, CDB with the fd attached by SCM_RIGHTS).
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -78,5 +79,22 @@ export async function eventually(check: () => boolean, what: string, timeoutMs =
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+export interface ProgramRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a node script to completion and returns its exit code and output, whatever the code. */
+export async function runNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ProgramRun> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [script, ...args], { env: { ...process.env, ...env } });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
