@@ -43,7 +43,7 @@ export interface BackendSet {
  */
 export function createBackends(config: Pick<DaemonConfig, 'backend' | 'statePath' | 'initiator' | 'paths'>, logger?: Logger): BackendSet {
   fs.mkdirSync(path.dirname(config.statePath), { recursive: true, mode: 0o700 });
-  const emulated = new EmulatedBackend({ statePath: config.statePath, initiator: config.initiator, paths: config.paths, writerThread: true });
+  const emulated = new EmulatedBackend({ statePath: config.statePath, initiator: config.initiator, paths: config.paths, writerThread: true, logger });
   const queue = new DeviceQueue();
   const backends: Partial<Record<ConcreteBackendName, PrBackend>> = {
     emulated,

@@ -33,6 +33,8 @@ export interface EmulatedBackendOptions {
    * event loop (the daemon turns this on). Ignored for ':memory:', which one thread owns.
    */
   readonly writerThread?: boolean;
+  /** Told about store failures, which the guest sees only as LUN COMMUNICATION FAILURE. */
+  readonly logger?: { error(object: object, message: string): void };
 }
 
 /** A change the backend made, for logs and D-Bus. */
@@ -64,6 +66,7 @@ export class EmulatedBackend implements PrBackend {
   readonly initiatorKey: string;
   private readonly runner: CommandRunner;
   private readonly writer?: StoreWriter;
+  private readonly logger?: EmulatedBackendOptions['logger'];
   private readonly listeners = new Set<(change: EmulatedChange) => void>();
   private inFlight = 0;
   private closed = false;
@@ -74,6 +77,7 @@ export class EmulatedBackend implements PrBackend {
     this.initiatorKey = transportIdKey(this.initiator);
     const runnerOptions = { initiator: this.initiator, unitAttentions: options.unitAttentions ?? true, maxRegistrations: options.maxRegistrations };
     this.runner = new CommandRunner(this.store, runnerOptions);
+    this.logger = options.logger;
     const paths = options.paths ?? 2;
     if (!Number.isInteger(paths) || paths < 1 || paths > 64) throw new RangeError(`paths must be 1..64, got ${paths}`);
     this.store.immediate(() => this.store.ensureHostPaths(this.initiatorKey, paths));
@@ -111,6 +115,7 @@ export class EmulatedBackend implements PrBackend {
     } catch (err) {
       // SQLITE_BUSY past the busy timeout, a corrupt state file, a full disk: nothing was
       // committed, and the guest sees what a broken path to the array looks like.
+      this.logger?.error({ err, device: device.path, state: this.store.path }, 'emulated store failed; answering LUN COMMUNICATION FAILURE');
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     } finally {
       this.inFlight--;
