@@ -449,7 +449,8 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
       await reserve(b, KEY_B, PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY);
       await drainUnitAttentions(current().hostB);
       await preempt(a, KEY_A, KEY_B, PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY);
-      // Host B's device sits outside multipath, so no path checker consumes the attention first.
+      // Nothing else may use B's I_T nexus before this READ KEYS, or it consumes the attention:
+      // the lab keeps host B's disk out of multipath and out of udev's close-write watch.
       const first = await current().hostB(buildPrIn(PrInAction.READ_KEYS), Buffer.alloc(0));
       expectCheckCondition(first, Sense.REGISTRATIONS_PREEMPTED, "B's first command after the PREEMPT");
       const second = await current().hostB(buildPrIn(PrInAction.READ_KEYS), Buffer.alloc(0));

@@ -13,7 +13,7 @@ import { bindBackend } from '../../src/backends/pr-commands';
 import type { PrBackend } from '../../src/backends/backend';
 import { describeDeviceFd } from '../../src/protocol/server';
 import { describePrBackendContract, type ContractCase, type ContractFixture } from '../contract/pr-backend-contract';
-import { labTopology } from './harness/lab-guest';
+import { labTopology, multipathd } from './harness/lab-guest';
 
 const topology = labTopology();
 if (!topology.hostB) throw new Error('contract.lab.ts needs a lab with secondHost: true');
@@ -31,6 +31,30 @@ const BLKPR_LIMITS: Partial<Record<ContractCase, string>> = {
     'the IOC_PR_RELEASE ioctl discards the sense data, so INVALID RELEASE OF PERSISTENT RESERVATION reaches the caller as CHECK CONDITION ABORTED COMMAND/I/O PROCESS TERMINATED',
 };
 
+/**
+ * Why nothing but the case itself may talk to host B's disk: LIO keeps one unit
+ * attention per I_T nexus, and whoever sends the next command there consumes it
+ * ('unit-attention-after-preempt' then sees GOOD). multipathd's path checker would if
+ * the disk joined a map; udevd would through the blkid probe of the "change" event it
+ * synthesizes when a writable fd on a watched disk is closed, which every fixture
+ * cleanup does (guest-setup.sh removes the watch). Checked once, failing with the
+ * reason, so a harness regression does not show up as a flaky GOOD.
+ */
+let hostBIsolation: string | undefined;
+function checkHostBIsolated(): void {
+  if (hostBIsolation === 'ok') return;
+  const name = hostBDevice.replace(/^\/dev\//, '');
+  const problems: string[] = [];
+  const pathsSeen = multipathd(['show', 'paths', 'raw', 'format', '%d']).split('\n').map((line) => line.trim());
+  if (pathsSeen.includes(name)) problems.push(`multipathd monitors ${name} (not blacklisted), so its checker can consume host B's attentions`);
+  const devNumbers = fs.readFileSync(`/sys/class/block/${name}/dev`, 'utf8').trim();
+  const watchDir = '/run/udev/watch';
+  if (!fs.existsSync(watchDir)) problems.push(`${watchDir} is missing: cannot tell whether udevd watches ${name}`);
+  else if (fs.existsSync(`${watchDir}/b${devNumbers}`)) problems.push(`udevd watches ${name} (b${devNumbers}): closing a writable fd makes its blkid probe consume host B's attentions`);
+  hostBIsolation = problems.length === 0 ? 'ok' : problems.join('; ');
+  if (hostBIsolation !== 'ok') throw new Error(`host B's disk is not isolated: ${hostBIsolation}`);
+}
+
 function labFixture(
   makeBackend: () => PrBackend,
   hostADevice: string,
@@ -38,6 +62,7 @@ function labFixture(
   unsupported: Partial<Record<ContractCase, string>>,
 ): () => Promise<ContractFixture> {
   return async () => {
+    checkHostBIsolated();
     const fds = [fs.openSync(hostADevice, 'r+'), fs.openSync(hostADevice, 'r'), fs.openSync(hostBDevice, 'r+')];
     const backendA = makeBackend();
     const backendB = makeBackend();

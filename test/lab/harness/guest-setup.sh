@@ -261,6 +261,16 @@ phase paths
 if [ -n "$host_b_device" ]; then
   # Host B is a different initiator: keep its path out of host A's map.
   printf 'blacklist {\n\tdevnode "^%s$"\n}\n' "${host_b_device#/dev/}" >/etc/multipath/conf.d/lab-host-b.conf
+  # ...and out of udev's inotify watch (60-block.rules puts one on every sd disk).
+  # Otherwise each close of an fd opened for writing makes udevd synthesize a
+  # "change" event whose blkid probe READs the disk a moment later; sd retries
+  # that READ past a UNIT ATTENTION, so the probe silently consumes attentions
+  # (06/2A/05 after a PREEMPT) that host B's tests must see. The rule sorts
+  # after 60-block.rules; the reload and the change event drop the watch set
+  # when the disk was added (udevd ends a watch on every event it processes).
+  echo "SUBSYSTEM==\"block\", KERNEL==\"${host_b_device#/dev/}\", OPTIONS+=\"nowatch\"" >/etc/udev/rules.d/99-lab-host-b-nowatch.rules
+  udevadm control --reload || die "udevadm control --reload"
+  echo change >"/sys/class/block/${host_b_device#/dev/}/uevent" || die "re-evaluate host B's udev rules"
 fi
 udevadm settle --timeout=30 || log "udevadm settle timed out"
 phase udev-settled
