@@ -282,6 +282,28 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
     expect(keysOn(pathA)).to.deep.equal([KEY_A, KEY_A]);
   });
 
+  it('RELEASE by the holder with the wrong type: INVALID RELEASE, and host B keeps its registration (mpathpersist CLEARs)', async function () {
+    const setUp = async () => {
+      await resetLu();
+      expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
+      expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE');
+    };
+    await setUp();
+    const cli = run('mpathpersist', ['--out', '--release', `--param-rk=${hex(KEY_A)}`, `--prout-type=${PrType.EXCLUSIVE_ACCESS}`, topology.mpathDevice], { allowFailure: true });
+    const holder = readReservation(hostB.device).holder;
+    const afterCli = `mpathpersist RELEASE (wrong type): exit ${cli.status}; holder ${holder ? hex(holder.key) : 'none'}; keys ${keysOn(hostB.device).map(hex).join(',')}`;
+    console.log(`      ${afterCli}`);
+    expect(keysOn(hostB.device), `the 0.9.4 CLEAR: ${afterCli}`).to.not.include(KEY_B);
+
+    await setUp();
+    const reply = await prOut(ours!, { action: 'release', reservationKey: KEY_A, type: PrType.EXCLUSIVE_ACCESS });
+    expect(reply.status).to.equal(Status.CHECK_CONDITION);
+    expect(senseMatches(reply.sense, Sense.INVALID_RELEASE_OF_PERSISTENT_RESERVATION), describeSense(reply.sense)).to.equal(true);
+    expect(readReservation(hostB.device).holder).to.deep.equal({ key: KEY_A, type: WE_RO });
+    expect([...keysOn(hostB.device)].sort()).to.deep.equal([KEY_A, KEY_A, KEY_B].sort());
+  });
+
   it('self-PREEMPT keeps every path registered', async function () {
     expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
     expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE');

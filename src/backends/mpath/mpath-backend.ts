@@ -16,7 +16,9 @@
 //   CLEAR + re-registration, i.e. it clears another node's reservation. SPC-4 makes RELEASE
 //   by a non-holder a no-op, so READ RESERVATION comes first: unless our key holds it (or
 //   it is an all-registrants type) the answer is given here (GOOD when our key is
-//   registered, RESERVATION CONFLICT when not) and the library is not called.
+//   registered, RESERVATION CONFLICT when not) and the library is not called. The holder
+//   releasing with the wrong type is answered INVALID RELEASE OF PERSISTENT RESERVATION
+//   here for the same reason (the reservation would survive and 0.9.4 would CLEAR).
 // - PREEMPT / PREEMPT AND ABORT of our own key, or of an all-registrants reservation: the
 //   library sends it on one path, which removes the registrations of every other path;
 //   afterwards every answering path is re-registered with REGISTER AND IGNORE.
@@ -241,6 +243,14 @@ export class MpathBackend implements PrBackend {
       // unregistered), register the missing ones first so the guest's REGISTER sees one LU.
       const repaired = await this.completePartialRegistration(rdev, plan.reservationKey, plan.aptpl, plan.allTgPt);
       if (!repaired.ok) return repaired.result;
+    }
+
+    if (sa === PrOutAction.RELEASE && before && before.key === plan.reservationKey && before.type !== plan.type && !ALL_REGISTRANTS_TYPES.includes(before.type)) {
+      // SPC-4: the holder releasing with another type gets INVALID RELEASE OF PERSISTENT
+      // RESERVATION and the reservation stays. 0.9.4 would see the reservation survive its
+      // RELEASE and CLEAR the logical unit, dropping every other node's registration.
+      this.logger?.info({ map, key: hex(plan.reservationKey), held: before.type, asked: plan.type }, 'mpath: RELEASE with the wrong type refused without libmpathpersist');
+      return checkCondition(Sense.INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
     }
 
     const outcome = await this.worker.call({
