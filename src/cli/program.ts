@@ -11,6 +11,7 @@ import {
   readFullStatus,
   readKeys,
   readReservation,
+  registerIgnore,
   reportCapabilities,
   type PrOutActionName,
   type PrOutRequest,
@@ -36,6 +37,8 @@ import { DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_IN_FLIGHT_PER_PEER } from
 import { resolveGroupId, resolveUserId } from '../daemon/privileges';
 import { installSignalHandlers, startDaemon, VERSION } from '../daemon/daemon';
 import { DeviceOpenError, SocketError, withDevice } from './device-command';
+import { formatMpathDoctor, mpathDoctor } from './doctor';
+import { MultipathdClient } from '../multipathd/client';
 import { addInstallUnitsCommand } from './install-units';
 import { ExitCode, exitCodeForResult } from './exit-codes';
 import { formatCapabilities, formatFullStatus, formatReadKeys, formatReadReservation, toJson } from './format';
@@ -340,6 +343,30 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   addInstallUnitsCommand(program, io, (code) => {
     throw new CliExit(code);
   });
+
+  program
+    .command('doctor')
+    .description('check every dm-multipath map: per path registration, reservation, multipathd key; --repair re-registers the host key on every path')
+    .argument('[map...]', 'map aliases (default: every dm-multipath map)')
+    .option('--repair', 'REGISTER AND IGNORE the host key through the map (the mpath backend verifies every path)')
+    .option('--json', 'machine-readable output')
+    .action(async (maps: string[], options: { repair?: boolean; json?: boolean }) => {
+      const multipathd = new MultipathdClient();
+      const check = () => mpathDoctor({ multipathd, maps: maps.length ? maps : undefined });
+      let report = await check();
+      const repaired: string[] = [];
+      if (options.repair) {
+        for (const map of report.maps) {
+          if (map.verdict !== 'inconsistent' || !map.hostKey) continue;
+          const target = { device: `/dev/mapper/${map.name}`, writable: true, backend: { backend: 'mpath' as const, statePath: defaultStatePath(), initiator: defaultInitiatorName(), paths: 1 } };
+          await withDevice(target, (run) => registerIgnore(run, BigInt(map.hostKey!))).catch((error) => reportFailure(io, error, options.json === true));
+          repaired.push(map.name);
+        }
+        if (repaired.length) report = await check();
+      }
+      io.out(options.json ? toJson({ ...report, repaired }) + '\n' : formatMpathDoctor(report) + (repaired.length ? `repaired: ${repaired.join(', ')}\n` : ''));
+      if (report.maps.some((m) => m.verdict === 'inconsistent') || report.problems.length) throw new CliExit(ExitCode.OTHER);
+    });
 
   const emu = program.command('emu').description('drive the emulated SAN: path faults and slow devices, while daemons run');
   const pathCommand = emu.command('path').description('fail, reinstate or list the paths of one simulated host');

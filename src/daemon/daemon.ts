@@ -55,7 +55,7 @@ export function createBackends(config: Pick<DaemonConfig, 'backend' | 'statePath
   else logger?.info({ reason: mpath.reason }, 'mpath backend unavailable: dm-multipath maps fall back to blkpr');
   if (config.backend === 'mpath' && !backends.mpath) {
     emulated.close();
-    throw new ConfigError('--backend mpath: the multipath backend is not available in this build yet; use auto, blkpr or sg');
+    throw new ConfigError(`--backend mpath: libmpathpersist cannot be used here (${mpath.ok ? '' : mpath.reason}); use auto, blkpr or sg`);
   }
   const resolver = new BackendResolver({
     backends,

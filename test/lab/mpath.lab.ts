@@ -260,6 +260,21 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
     expect(broken.problems).to.include(`${topology.mpathName}: key ${hex(KEY_A)} is registered on 1 of 2 answering paths`);
   });
 
+  it('`mpath-pr doctor --repair` re-registers the host key on the path that lost it', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', pathB]);
+    const cli = path.join(topology.repo, 'dist/src/cli/mpath-pr.js');
+    const before = run(process.execPath, [cli, 'doctor', topology.mpathName, '--json'], { allowFailure: true, timeoutMs: 120_000 });
+    expect(before.status, before.stdout + before.stderr).to.equal(99);
+    expect(JSON.parse(before.stdout).maps[0].verdict).to.equal('inconsistent');
+    const repaired = run(process.execPath, [cli, 'doctor', topology.mpathName, '--repair', '--json'], { allowFailure: true, timeoutMs: 120_000 });
+    const report = JSON.parse(repaired.stdout);
+    expect(report.repaired, repaired.stderr).to.deep.equal([topology.mpathName]);
+    expect(report.maps[0].verdict, repaired.stdout).to.equal('consistent');
+    expect(repaired.status, repaired.stderr).to.equal(0);
+    expect(keysOn(pathB)).to.include(KEY_A);
+  });
+
   it('RELEASE by a non-holder answers GOOD and leaves host B\'s reservation alone', async function () {
     expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
     run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
