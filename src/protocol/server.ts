@@ -379,7 +379,7 @@ export class PrHelperServer extends EventEmitter {
     }
     let reply: Buffer;
     try {
-      reply = serializeReply(request.cdb, { status: result.status, sense: Buffer.from(result.sense), data: Buffer.from(result.dataIn) });
+      reply = serializeReply(request.cdb, { status: result.status, sense: asBuffer(result.sense), data: asBuffer(result.dataIn) });
     } catch (error) {
       this.counters.executeErrors++;
       log.error({ err: error }, 'backend result cannot be encoded');
@@ -418,6 +418,8 @@ export class PrHelperServer extends EventEmitter {
 
   private logCommand(log: Logger, request: PrHelperRequest, handle: DeviceHandle | undefined, result: ScsiResult): void {
     const cdb = request.cdb;
+    // PR IN is logged at debug level; skip building a line nobody will write.
+    if (!isPrOut(cdb) && !log.isLevelEnabled('debug')) return;
     const action = cdb[1] & 0x1f;
     const outcome = {
       status: statusName(result.status),
@@ -514,6 +516,11 @@ function safeDescribe(value: unknown): string {
   } catch {
     return String(value);
   }
+}
+
+/** A Buffer over the same memory (no copy); serializeReply only reads it. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function closeQuietly(fd: number): void {
