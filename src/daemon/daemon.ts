@@ -17,7 +17,6 @@ import { BackendResolver, type ConcreteBackendName } from '../backends/resolve';
 import { PrHelperServer } from '../protocol/server';
 import { clearSocketActivationEnv, socketActivationFd } from '../protocol/socket-activation';
 import { ConfigError, type DaemonConfig } from './config';
-import * as libc from '../../ffi/libc';
 import { AccessControl, OPEN_ACCESS } from './access-control';
 import { ServiceNotifier } from './notify';
 import { establishPrivileges, takeReexecHandoff } from './privileges';
@@ -103,7 +102,7 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
     authorize: (peer) => access.authorize(peer),
     execute: observeExecute(({ handle, cdb, dataOut, peer, signal }) => {
       // Before any SCSI command: a device outside --allow-device never sees one.
-      const refusal = access.checkDevice(handle, peer, isBlockDevice(handle.fd));
+      const refusal = access.checkDevice(handle, peer, handle.kind === 'block');
       if (refusal) return Promise.resolve(refusal);
       return access.withSlot(peer, signal, () => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }), handle.path);
     }, commandObservers),
@@ -206,14 +205,6 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
       return closing;
     },
   };
-}
-
-function isBlockDevice(fd: number): boolean {
-  try {
-    return libc.fstat(fd).isBlock;
-  } catch {
-    return false;
-  }
 }
 
 /** Removes the socket file if it is still the one we bound (another instance may have replaced it). */
