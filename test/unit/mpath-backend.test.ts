@@ -17,7 +17,7 @@ import { PrInAction, PrType, Status } from '../../src/scsi/constants';
 import { describeSense, Sense, senseMatches, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
 
 /**
- * PR OUT: exits(1) when the reservation key is 0xdead, answers `error` for 0xe0e0, else
+ * PR OUT: exits(1) when the reservation key is 0xdead, never answers for 0x4a46, answers `error` for 0xe0e0, else
  * returns rc = the service action key (small numbers stand for MPATH_PR_* codes).
  * PR IN: rc 0 with a READ KEYS answer holding one key.
  */
@@ -32,6 +32,7 @@ process.on('message', (m) => {
     return;
   }
   if (m.params.key === 0xdeadn) { process.stderr.write('dm_prereq failed\\n'); process.exit(1); }
+  if (m.params.key === 0x4a46n) return; // hangs, like a call on a map whose paths are all down
   if (m.params.key === 0xe0e0n) { process.send({ kind: 'error', id: m.id, message: 'no block device node' }); return; }
   process.send({ kind: 'reply', id: m.id, rc: Number(m.params.serviceActionKey), elapsedMs: 1 });
 });
@@ -83,7 +84,8 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
     logFile = path.join(dir, `received-${Date.now()}-${Math.random()}.jsonl`);
     lines.length = 0;
     backend = new MpathBackend({
-      worker: { workerPath: path.join(dir, 'worker.js'), env: { MPATH_TEST_LOG: logFile }, logger },
+      // A short call deadline, so the test of a hung call ends soon after proving its point.
+      worker: { workerPath: path.join(dir, 'worker.js'), env: { MPATH_TEST_LOG: logFile }, logger, callTimeoutMs: 3_000 },
       logger,
       multipathd: null,
       reservationKeySetting: { source: 'file' },
@@ -121,7 +123,26 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
     expectSense(await out({ action: 'clear', reservationKey: 0xdeadn }), Sense.LUN_COMMUNICATION_FAILURE);
     expect(lines.some((l) => l.level === 'error' && l.msg.includes('worker died'))).to.equal(true);
     expect((await out({ action: 'clear', reservationKey: 0x1234n })).status).to.equal(Status.GOOD);
-    expect(backend.worker.starts).to.equal(2);
+    expect(backend.workerStarts).to.equal(2);
+  });
+
+  it('a library call hanging on one map does not delay another map (one worker per map)', async function () {
+    fs.mkdirSync(path.join(dir, 'sys/dev/block/253:8/dm'), { recursive: true });
+    fs.mkdirSync(path.join(dir, 'sys/dev/block/253:8/slaves'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'sys/dev/block/253:8/dm/name'), 'mpathy\n');
+    const other: DeviceHandle = { ...handle, path: '/dev/mapper/mpathy', rdev: { major: 253, minor: 8 } };
+    const order: string[] = [];
+    const stuck = out({ action: 'clear', reservationKey: 0x4a46n }).then((r) => {
+      order.push('hung map');
+      return r;
+    });
+    const healthy = await out({ action: 'clear', reservationKey: 0x1234n }, other);
+    order.push('healthy map');
+    expect(healthy.status).to.equal(Status.GOOD);
+    expect(order).to.deep.equal(['healthy map']);
+    // The hung call is answered when its worker's deadline kills it.
+    expectSense(await stuck, Sense.LUN_COMMUNICATION_FAILURE);
+    expect(order).to.deep.equal(['healthy map', 'hung map']);
   });
 
   it('answers LUN COMMUNICATION FAILURE when the worker cannot reach the map', async function () {
@@ -141,7 +162,7 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
     expectSense(await backend.execute(handle, encodePrOutCdb({ action: 0, parameterListLength: 8 }), new Uint8Array(8)), Sense.PARAMETER_LIST_LENGTH_ERROR);
     expectSense(await backend.execute(handle, encodePrOutCdb({ action: 0, parameterListLength: 24 }), new Uint8Array(8)), Sense.PARAMETER_LIST_LENGTH_ERROR);
     expect(received()).to.deep.equal([]);
-    expect(backend.worker.starts, 'no worker was even started').to.equal(0);
+    expect(backend.workerStarts, 'no worker was even started').to.equal(0);
   });
 
   it('warns at start-up when multipath.conf has no reservation_key', async function () {

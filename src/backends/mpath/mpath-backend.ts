@@ -113,7 +113,14 @@ export function readHostReservationKeySetting(confPath = '/etc/multipath.conf', 
 
 export class MpathBackend implements PrBackend {
   readonly name = 'mpath' as const;
-  readonly worker: MpathWorkerClient;
+  /**
+   * One libmpathpersist child per map: a call that hangs on one map (all paths down under
+   * queue_if_no_path) then delays only that map's commands, never another map's. Within a
+   * map, calls are serialised by the device queue. An injected client serves every map.
+   */
+  private readonly injectedWorker?: MpathWorkerClient;
+  private readonly workerOptions: MpathWorkerClientOptions;
+  private readonly workers = new Map<string, MpathWorkerClient>();
   readonly reservationKeySetting: ReservationKeySetting;
   private readonly logger?: WorkerLogger;
   private readonly multipathd: MultipathdClient | null;
@@ -127,7 +134,8 @@ export class MpathBackend implements PrBackend {
 
   constructor(options: MpathBackendOptions = {}) {
     this.logger = options.logger;
-    this.worker = options.worker instanceof MpathWorkerClient ? options.worker : new MpathWorkerClient({ logger: options.logger, ...options.worker });
+    if (options.worker instanceof MpathWorkerClient) this.injectedWorker = options.worker;
+    this.workerOptions = { logger: options.logger, ...(options.worker instanceof MpathWorkerClient ? {} : options.worker) };
     this.multipathd = options.multipathd ?? null;
     this.sgTimeoutMs = options.sgTimeoutMs ?? DEFAULT_SG_TIMEOUT_MS;
     this.verbosity = options.libraryVerbosity ?? 2;
@@ -176,7 +184,25 @@ export class MpathBackend implements PrBackend {
   async close(): Promise<void> {
     this.closed = true;
     await this.queue.idle();
-    await this.worker.close();
+    await Promise.all([...this.workers.values(), ...(this.injectedWorker ? [this.injectedWorker] : [])].map((worker) => worker.close()));
+  }
+
+  /** How many times a library child was started, over every map (tests, diagnostics). */
+  get workerStarts(): number {
+    let starts = this.injectedWorker?.starts ?? 0;
+    for (const worker of this.workers.values()) starts += worker.starts;
+    return starts;
+  }
+
+  private workerFor(rdev: DevNumber): MpathWorkerClient {
+    if (this.injectedWorker) return this.injectedWorker;
+    const key = `${rdev.major}:${rdev.minor}`;
+    let worker = this.workers.get(key);
+    if (!worker) {
+      worker = new MpathWorkerClient(this.workerOptions);
+      this.workers.set(key, worker);
+    }
+    return worker;
   }
 
   // -------------------------------------------------------------------------------------
@@ -188,7 +214,7 @@ export class MpathBackend implements PrBackend {
       case 'pass-through-in':
         return (await passThroughPr(device.fd, cdb, new Uint8Array(0), this.sgTimeoutMs)).result;
       case 'library-in': {
-        const outcome = await this.worker.call({
+        const outcome = await this.workerFor(rdev).call({
           kind: 'in',
           target,
           serviceAction: plan.serviceAction,
@@ -253,7 +279,7 @@ export class MpathBackend implements PrBackend {
       return checkCondition(Sense.INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
     }
 
-    const outcome = await this.worker.call({
+    const outcome = await this.workerFor(rdev).call({
       kind: 'out',
       target,
       serviceAction: sa,
