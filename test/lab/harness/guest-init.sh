@@ -53,12 +53,20 @@ for fs in /proc /sys /dev; do mount --move "$fs" "/newroot$fs" || fail "move $fs
 # Chores stage 2 would otherwise pay a dynamically linked exec over 9p for
 # (costly under TCG): the usual mounts, the hostname, lo. Stage 2 also gets
 # this static busybox (in RAM) for its own small commands.
+# A checkout under /tmp, /run or /dev/shm (CI may clone anywhere) would be hidden by the
+# tmpfs mounted there next: keep its overlay view aside and put it back on top.
+case "$repo" in
+  /tmp/*|/run/*|/dev/shm/*) keep_repo=1; mkdir -p /rw/repo && mount --bind "/newroot$repo" /rw/repo || fail "keep the checkout $repo" ;;
+esac
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "mount /run"
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "mount /tmp"
 mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/run/lock /newroot/run/lab-bin
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts || fail "mount /dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm || fail "mount /dev/shm"
 mount -t configfs configfs /newroot/sys/kernel/config || fail "mount configfs"
+if [ -n "${keep_repo:-}" ]; then
+  mkdir -p "/newroot$repo" && mount --move /rw/repo "/newroot$repo" || fail "put the checkout $repo back"
+fi
 echo lab >/newroot/proc/sys/kernel/hostname
 ip link set lo up || fail "bring up lo"
 cp /bin/busybox /newroot/run/lab-bin/busybox || fail "copy busybox"
