@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a part of the test suite needs, when they are missing.
 #   test: the host suite (npm test) compiles layout probes against <mpath_persist.h>,
+#         runs python3 stand-ins (socket activation, a fake multipathd under unshare),
 #         <scsi/sg.h> and <linux/pr.h>, and starts a private dbus-daemon.
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -euo pipefail
 group=${1:-test}
 case "$group" in
-  test) packages=(multipath-tools gcc libc6-dev linux-libc-dev dbus-daemon) ;;
+  test) packages=(multipath-tools gcc libc6-dev linux-libc-dev dbus-daemon python3 util-linux) ;;
   *) echo "ensure-debian-packages: unknown group '$group'" >&2; exit 2 ;;
 esac
 missing=()
