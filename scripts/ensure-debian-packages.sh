@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a part of the test suite needs, when they are missing.
 #   test: the host suite (npm test) compiles layout probes against <mpath_persist.h>,
-#         runs python3 stand-ins (socket activation, a fake multipathd under unshare),
-#         <scsi/sg.h> and <linux/pr.h>, and starts a private dbus-daemon.
+#         <scsi/sg.h> and <linux/pr.h>, starts a private dbus-daemon, and runs python3
+#         stand-ins (socket activation, a fake multipathd under unshare).
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -euo pipefail
 group=${1:-test}
