@@ -1,11 +1,11 @@
 // A private dbus-daemon per test suite, a `mpath-pr serve` process attached to it, and
 // small client helpers (signal waiting, property reads) built on dbus-next.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Message, MessageType, sessionBus, type MessageBus } from 'dbus-next';
-import { CLI, tempDir } from './serve-process';
+import { startServe, tempDir, type ServeProcess } from './serve-process';
 
 export interface PrivateBus {
   readonly address: string;
@@ -160,41 +160,9 @@ export class SignalRecorder {
   }
 }
 
-export interface DbusServeProcess {
-  readonly child: ChildProcess;
-  readonly socket: string;
-  logs(): string;
-  stop(): Promise<void>;
-}
+export type DbusServeProcess = ServeProcess;
 
 /** `mpath-pr serve` with extra flags; ready once it logged "mpath-pr ready". */
-export async function startServeWith(options: { dir: string; state: string; initiator: string; args: string[]; paths?: number }): Promise<DbusServeProcess> {
-  const socket = path.join(options.dir, `${options.initiator}.sock`);
-  const child = spawn(
-    process.execPath,
-    [CLI, 'serve', '--socket', socket, '--state', options.state, '--initiator', options.initiator, '--paths', String(options.paths ?? 2), '--log-level', 'debug', ...options.args],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let output = '';
-  child.stdout!.on('data', (chunk) => (output += chunk));
-  child.stderr!.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  const deadline = Date.now() + 20_000;
-  while (!output.includes('mpath-pr ready')) {
-    if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${output}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`serve did not become ready: ${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return {
-    child,
-    socket,
-    logs: () => output,
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-    },
-  };
+export function startServeWith(options: { dir: string; state: string; initiator: string; args: string[]; paths?: number }): Promise<DbusServeProcess> {
+  return startServe({ ...options, readyTimeoutMs: 20_000 });
 }

@@ -26,18 +26,27 @@ export function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export async function startServe(options: { dir: string; state: string; initiator: string; paths?: number; name?: string }): Promise<ServeProcess> {
+export async function startServe(options: {
+  dir: string;
+  state: string;
+  initiator: string;
+  paths?: number;
+  name?: string;
+  /** More `serve` flags (e.g. --dbus-address). */
+  args?: readonly string[];
+  readyTimeoutMs?: number;
+}): Promise<ServeProcess> {
   const socket = path.join(options.dir, `${options.name ?? options.initiator}.sock`);
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--socket', socket, '--state', options.state, '--initiator', options.initiator, '--paths', String(options.paths ?? 2), '--log-level', 'debug'],
+    [CLI, 'serve', '--socket', socket, '--state', options.state, '--initiator', options.initiator, '--paths', String(options.paths ?? 2), '--log-level', 'debug', ...(options.args ?? [])],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 15_000);
   while (!output.includes('mpath-pr ready')) {
     if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${output}`);
     if (Date.now() > deadline) {
