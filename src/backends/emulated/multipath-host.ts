@@ -99,17 +99,11 @@ function registerIgnoreCommand(key: bigint, aptpl: boolean): { cdb: Buffer; data
   });
 }
 
-function ownPathOf(state: PrState, host: SimulatedHost, nexus: string): number | undefined {
-  for (const path of host.paths) if (nexusKey(pathNexus(host, path.index)) === nexus) return path.index;
-  return undefined;
-}
-
 /** The path through which this host holds the reservation, if it holds one personally. */
 function holderPath(state: PrState, host: SimulatedHost): HostPath | undefined {
   const holder = state.reservation?.holder;
   if (!holder || holder === ALL_REGISTRANTS) return undefined;
-  const index = ownPathOf(state, host, holder);
-  return index === undefined ? undefined : host.paths.find((p) => p.index === index);
+  return host.paths.find((p) => nexusKey(pathNexus(host, p.index)) === holder);
 }
 
 function isPathRegistered(state: PrState, host: SimulatedHost, pathIndex: number): boolean {
@@ -212,12 +206,12 @@ function registerOnAllPaths(
   const first = active[0].index;
   // Let the engine produce the exact error for a malformed command, on one path.
   const firstRun = runOnPath(state, host, first, cdb, dataOut, options, true);
-  if (!decoded.ok || firstRun.result.status !== Status.GOOD) {
-    if (!decoded.ok || firstRun.result.status !== Status.RESERVATION_CONFLICT || action !== PrOutAction.REGISTER) {
-      return { state: original, result: firstRun.result, changed: false, pathsUsed: [first] };
-    }
+  // A REGISTER that conflicts on the first path may still be repaired below, when other
+  // paths accept the key; anything else that is not GOOD ends here, unchanged.
+  const repairable = firstRun.result.status === Status.RESERVATION_CONFLICT && action === PrOutAction.REGISTER;
+  if (!decoded.ok || (firstRun.result.status !== Status.GOOD && !repairable)) {
+    return { state: original, result: firstRun.result, changed: false, pathsUsed: [first] };
   }
-  if (!decoded.ok) throw new Error('unreachable');
   const params = decoded.value;
   const used: number[] = [first];
   state = firstRun.result.status === Status.GOOD ? firstRun.state : state;
