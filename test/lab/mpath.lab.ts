@@ -13,8 +13,6 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
-import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
 import { buildPrIn, buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
 import { formatMpathDoctor, mpathDoctor } from '../../src/cli/doctor';
 import { MultipathdClient } from '../../src/multipathd/client';
@@ -156,14 +154,16 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
 
   beforeEach(resetLu);
 
-  it('serves the map through the mpath backend (libmpathpersist worker), READ KEYS on a clean LU', async function () {
+  it('serves the map through the mpath backend, READ KEYS on a clean LU, and RESERVE through the libmpathpersist worker', async function () {
     const reply = await timed('read-keys', ours!, buildPrIn(PrInAction.READ_KEYS));
     expectGood(reply, 'READ KEYS');
     const decoded = decodeReadKeys(reply.data);
     expect(decoded.ok && decoded.value.keys).to.deep.equal([]);
-    const log = fs.readFileSync(ours!.log, 'utf8');
-    expect(log, 'resolver picked mpath').to.match(/"backend":"mpath".*device resolved/);
-    expect(log, 'worker started').to.include('libmpathpersist worker ready');
+    expect(fs.readFileSync(ours!.log, 'utf8'), 'resolver picked mpath').to.match(/"backend":"mpath".*device resolved/);
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE');
+    expect(readReservation(hostB.device).holder).to.deep.equal({ key: KEY_A, type: WE_RO });
+    expect(fs.readFileSync(ours!.log, 'utf8'), 'worker started').to.include('libmpathpersist worker ready');
   });
 
   it('REGISTER puts the key on every path and tells multipathd', async function () {
@@ -186,40 +186,6 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
     expect(keysOn(pathA), 'both nexuses registered right after GOOD').to.deep.equal([KEY_A, KEY_A]);
   });
 
-  it('a library run that registers one path only is repaired on the other path before GOOD', async function () {
-    // The library is replaced by a stand-in that registers the first path only, like a
-    // 0.9.4 run that skipped a path; everything after it (READ KEYS and REGISTER AND IGNORE
-    // over SG_IO on each real path) is the backend's own code against LIO.
-    const fake = path.join(scratch, 'partial-worker.js');
-    fs.writeFileSync(
-      fake,
-      `const { execFileSync } = require('child_process');
-process.on('disconnect', () => process.exit(0));
-process.on('message', (m) => {
-  execFileSync('sg_persist', ['--out', '--no-inquiry', '--register-ignore', '--param-sark=0x' + m.params.serviceActionKey.toString(16), ${JSON.stringify(pathA)}]);
-  process.send({ kind: 'reply', id: m.id, rc: 0, elapsedMs: 0 });
-});
-process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
-`,
-    );
-    const lines: string[] = [];
-    const sink = (level: string) => (obj: unknown, msg?: string) => lines.push(`${level} ${msg ?? ''} ${JSON.stringify(obj)}`);
-    const logger = { debug: sink('debug'), info: sink('info'), warn: sink('warn'), error: sink('error') } as unknown as WorkerLogger;
-    const backend = new MpathBackend({ worker: { workerPath: fake, logger }, logger, multipathd: null, reservationKeySetting: { source: 'file' } });
-    const fd = fs.openSync(topology.mpathDevice, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-    try {
-      const { cdb, dataOut } = buildPrOut({ action: 'register-ignore', serviceActionKey: KEY_A2 });
-      const result = await backend.execute({ fd, path: topology.mpathDevice, writable: true }, cdb, dataOut);
-      expect(result.status, lines.join('\n')).to.equal(Status.GOOD);
-      expect(keysOn(pathA)).to.deep.equal([KEY_A2, KEY_A2]);
-      expect([...(backend.lastReport.get(topology.mpathName)?.repairedPaths ?? [])].sort()).to.deep.equal(topology.pathDevices.map(short).sort());
-      expect(lines.join('\n')).to.include('not every path is registered; registering each path');
-    } finally {
-      fs.closeSync(fd);
-      await backend.close();
-    }
-  });
-
   it('a path that loses its registration while failed gets it back on reinstate (multipathd holds our key)', async function () {
     expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
     multipathd(`fail path ${short(pathB)}`);
@@ -236,13 +202,81 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
     expect(keysOn(pathB)).to.deep.equal([KEY_A, KEY_A]);
   });
 
+  it('a path taken offline during a REGISTER ends consistent: every path holds the key or none does, and the reply says which', async function () {
+    this.timeout(180_000);
+    const sdB = short(pathB);
+    const stateFile = `/sys/block/${sdB}/device/state`;
+    const started = Date.now();
+    const stamps: string[] = [];
+    const stamp = (what: string) => stamps.push(`+${Date.now() - started} ms ${what}`);
+    const keysSeen = () => `keys ${keysOn(pathA).map(hex).join(',') || 'none'}; prkey ${multipathd(`getprkey map ${topology.mpathName}`).trim()}; paths ${JSON.stringify(mapPaths(topology.mpathName))}`;
+    try {
+      expect(keysOn(pathA), 'clean LU before the test').to.deep.equal([]);
+      // No wait between the two: the REGISTER is meant to meet the path in whatever state
+      // the kernel and multipathd have it at that instant.
+      fs.writeFileSync(stateFile, 'offline\n'); // the kernel wants echo's newline, else EINVAL
+      stamp(`${sdB} offline`);
+      const reply = await prOut(ours!, { action: 'register', serviceActionKey: KEY_A });
+      const replied = `status 0x${reply.status.toString(16)}${reply.status === Status.CHECK_CONDITION ? ` ${describeSense(reply.sense)}` : ''}`;
+      stamp(`REGISTER replied ${replied}`);
+      stamp(`while ${sdB} offline: ${keysSeen()}`);
+
+      fs.writeFileSync(stateFile, 'running\n');
+      stamp(`${sdB} running`);
+      if (mapPaths(topology.mpathName).find((p) => p.device === pathB)?.dmState === 'failed') {
+        multipathd(`reinstate path ${sdB}`);
+        stamp(`reinstate path ${sdB}`);
+      }
+      await waitFor('both paths active in the map', () => mapPaths(topology.mpathName).every((p) => p.dmState === 'active' && p.checkerState === 'ready'), {
+        timeoutMs: 60_000,
+        describe: keysSeen,
+      });
+      stamp('both paths active');
+
+      const all = [KEY_A, KEY_A];
+      if (reply.status === Status.GOOD) {
+        // GOOD may come while the offline path is still unregistered: the returning path
+        // gets the key from multipathd (the daemon set its prkey), with no help from us.
+        await waitFor('KEY_A on every path after GOOD', () => keysOn(pathA).length === 2 && keysOn(pathA).every((k) => k === KEY_A), {
+          timeoutMs: 60_000,
+          intervalMs: 250,
+          describe: keysSeen,
+        });
+        stamp('KEY_A on every path');
+        for (const device of topology.pathDevices) expect(keysOn(device), `${device} after GOOD`).to.deep.equal(all);
+        expect(multipathd(`getprkey map ${topology.mpathName}`)).to.equal(`${hex(KEY_A)}\n`);
+      } else {
+        // Not GOOD: the initiator will retry or give up, so the LU must not be left half
+        // registered. Whatever multipathd holds as the key decides what a returning path
+        // gets, so "none" is final only if multipathd has no key for the map.
+        const consistent = () => {
+          const keys = keysOn(pathA);
+          const prkey = multipathd(`getprkey map ${topology.mpathName}`).trim();
+          if (keys.length === 2 && keys.every((k) => k === KEY_A)) return 'every path';
+          if (keys.length === 0 && prkey !== hex(KEY_A)) return 'no path';
+          return false;
+        };
+        const outcome = await waitFor(`all-or-nothing after ${replied}`, consistent, { timeoutMs: 60_000, intervalMs: 250, describe: keysSeen });
+        stamp(`after ${replied}: ${outcome} registered`);
+        for (const device of topology.pathDevices) expect(keysOn(device), `${device} agrees`).to.deep.equal(outcome === 'every path' ? all : []);
+      }
+      stamp(`final: ${keysSeen()}`);
+    } finally {
+      console.log(stamps.map((s) => `      ${s}`).join('\n'));
+      writeArtifact(topology, 'mpath-lab/offline-during-register.txt', stamps.join('\n') + '\n');
+      if (fs.readFileSync(stateFile, 'utf8').trim() !== 'running') fs.writeFileSync(stateFile, 'running\n');
+      await resetLu();
+    }
+  });
+
   it('REGISTER (key change) on a map registered on one path only: ours completes it, mpathpersist rolls back', async function () {
     const partial = async () => {
       await resetLu();
       expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
-      // pathB loses its registration behind everyone's back (a target reset, say).
-      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', pathB]);
-      expect(keysOn(pathA)).to.deep.equal([KEY_A]);
+      // pathA, the first path tried, loses its registration behind everyone's back (a
+      // target reset, say), so the guest's REGISTER meets RESERVATION CONFLICT there first.
+      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', pathA]);
+      expect(keysOn(pathB)).to.deep.equal([KEY_A]);
     };
     await partial();
     const cli = run('mpathpersist', ['--out', '--register', `--param-rk=${hex(KEY_A)}`, `--param-sark=${hex(KEY_A2)}`, topology.mpathDevice], { allowFailure: true });
@@ -253,7 +287,7 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
     await partial();
     expectGood(await prOut(ours!, { action: 'register', reservationKey: KEY_A, serviceActionKey: KEY_A2 }), 'REGISTER key change');
     expect(keysOn(pathA)).to.deep.equal([KEY_A2, KEY_A2]);
-    expect(fs.readFileSync(ours!.log, 'utf8')).to.include('registered on only some paths; registering the others before REGISTER');
+    expect(fs.readFileSync(ours!.log, 'utf8')).to.include('REGISTER met RESERVATION CONFLICT on a path');
   });
 
   it('doctor sees the map consistent after REGISTER, and names the path that lost its registration', async function () {
@@ -436,13 +470,14 @@ process.send({ kind: 'ready', ok: true, abi: 'partial stand-in' });
         .split('\n')
         .filter(Boolean)
         .map(Number);
-    expectGood(await timed('read-keys', ours!, buildPrIn(PrInAction.READ_KEYS)), 'READ KEYS');
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE (library)');
     const before = workerPid();
     expect(before, 'one worker').to.have.length(1);
     process.kill(before[0], 'SIGKILL');
     await waitFor('worker gone', () => !fs.existsSync(`/proc/${before[0]}`), { timeoutMs: 10_000 });
-    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER after the kill');
-    expect(keysOn(pathA)).to.deep.equal([KEY_A, KEY_A]);
+    expectGood(await prOut(ours!, { action: 'release', reservationKey: KEY_A, type: WE_RO }), 'RELEASE (library) after the kill');
+    expect(readReservation(hostB.device).holder).to.equal(undefined);
     const after = workerPid();
     expect(after).to.have.length(1);
     expect(after[0]).to.not.equal(before[0]);

@@ -14,17 +14,18 @@ function expectRefusal(plan: MpathPlan, sense: SenseCondition): void {
 }
 
 describe('mpath plan (which commands go to libmpathpersist, SG_IO, or are refused)', function () {
-  it('sends READ KEYS, READ RESERVATION and REPORT CAPABILITIES to the library with their allocation length', function () {
+  it('sends READ KEYS, READ RESERVATION and REPORT CAPABILITIES by SG_IO with their allocation length, the library as fallback', function () {
     for (const action of [PrInAction.READ_KEYS, PrInAction.READ_RESERVATION, PrInAction.REPORT_CAPABILITIES]) {
-      expect(planMpathCommand(buildPrIn(action, 4096), new Uint8Array(0))).to.deep.equal({ kind: 'library-in', serviceAction: action, allocationLength: 4096 });
+      expect(planMpathCommand(buildPrIn(action, 4096), new Uint8Array(0))).to.deep.equal({ kind: 'in', serviceAction: action, allocationLength: 4096, libraryFallback: true });
     }
   });
 
-  it('answers READ FULL STATUS by SG_IO on the map instead of the overflowing library call', function () {
+  it('answers READ FULL STATUS by SG_IO on the map, never by the overflowing library call', function () {
     expect(planMpathCommand(buildPrIn(PrInAction.READ_FULL_STATUS, 8192), new Uint8Array(0))).to.deep.equal({
-      kind: 'pass-through-in',
+      kind: 'in',
       serviceAction: PrInAction.READ_FULL_STATUS,
       allocationLength: 8192,
+      libraryFallback: false,
     });
   });
 
@@ -38,7 +39,7 @@ describe('mpath plan (which commands go to libmpathpersist, SG_IO, or are refuse
     const { cdb, dataOut } = buildPrOut({ action: 'preempt', reservationKey: 0x1122334455667788n, serviceActionKey: 0xabcdn, type: PrType.EXCLUSIVE_ACCESS, aptpl: true, allTgPt: true });
     const plan = planMpathCommand(cdb, dataOut);
     expect(plan).to.deep.equal({
-      kind: 'library-out',
+      kind: 'out',
       serviceAction: 4,
       scope: 0,
       type: PrType.EXCLUSIVE_ACCESS,

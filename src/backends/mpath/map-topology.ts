@@ -91,6 +91,8 @@ export interface PathDevice {
   readonly rdev: DevNumber;
   /** SCSI device state from sysfs ('running', 'offline', 'blocked', …), undefined if not SCSI. */
   readonly scsiState?: string;
+  /** The SCSI host (initiator port) number, from the device's H:C:T:L; undefined if not SCSI. */
+  readonly scsiHost?: number;
 }
 
 /** The map's paths: /sys/dev/block/M:m/slaves/*, sorted by name. */
@@ -108,7 +110,12 @@ export function mapPaths(rdev: DevNumber, roots: TopologyRoots = {}): PathDevice
     const devText = readTrimmed(path.join(sysfs, 'class/block', name, 'dev'));
     const slaveRdev = devText ? parseDevNumber(devText) : undefined;
     if (!slaveRdev) continue;
-    paths.push({ name, rdev: slaveRdev, scsiState: readTrimmed(path.join(sysfs, 'class/block', name, 'device/state')) });
+    paths.push({
+      name,
+      rdev: slaveRdev,
+      scsiState: readTrimmed(path.join(sysfs, 'class/block', name, 'device/state')),
+      scsiHost: scsiHostOf(path.join(sysfs, 'class/block', name, 'device')),
+    });
   }
   return paths;
 }
@@ -118,4 +125,14 @@ export function pathNode(device: PathDevice, roots: TopologyRoots = {}): string 
   const node = path.join(roots.dev ?? '/dev', device.name);
   if (!rdevMatches(node, device.rdev)) throw new MapNodeError(`${node} is not ${device.rdev.major}:${device.rdev.minor}`);
   return node;
+}
+
+/** The H of H:C:T:L: the device link of a SCSI disk ends in the address, e.g. .../target2:0:0/2:0:0:0. */
+function scsiHostOf(deviceLink: string): number | undefined {
+  try {
+    const match = /^(\d+):\d+:\d+:\d+$/.exec(path.basename(fs.readlinkSync(deviceLink)));
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -1,17 +1,18 @@
-// The dm-multipath backend: PERSISTENT RESERVE commands on a multipath map go through
-// libmpathpersist (which fans REGISTER out to every path and keeps multipathd informed),
-// hosted in an isolated child process (mpath-worker-client.ts), with the known hazards of
-// multipath-tools 0.9.4 (shared/reference/libmpathpersist-multipathd.md §2, §6) repaired
-// here with SG_IO on the individual paths:
+// The dm-multipath backend. Each I_T nexus of a map is a path, and the guest must look like
+// one initiator to the logical unit, so what needs every path is done on every path over
+// SG_IO, and the rest goes through libmpathpersist, hosted in an isolated child process
+// (mpath-worker-client.ts). The known hazards of multipath-tools 0.9.4
+// (shared/reference/libmpathpersist-multipathd.md §2, §6) are handled here:
 //
-// - REGISTER / REGISTER AND IGNORE: the library's per-path fan-out can leave a path
-//   unregistered (a path that was down, a partial failure it "rolled back"). Afterwards
-//   READ KEYS runs on every path; when our key is on fewer nexuses than there are answering
-//   paths, REGISTER AND IGNORE goes to each answering path. GOOD only once every answering
-//   path took it. Unregistering (SARK 0) is checked and repaired the same way. Before a
-//   REGISTER that changes a key, a map registered under the old key on only some paths is
-//   completed first: otherwise the unregistered nexus answers RESERVATION CONFLICT and
-//   0.9.4's rollback unregisters the paths that had succeeded.
+// - REGISTER / REGISTER AND IGNORE are fanned out by this backend (register()), not by the
+//   library: 0.9.4 skips paths its own checker thinks are down (a path in a short outage
+//   then stays unregistered while the guest hears GOOD), "rolls back" a partial failure by
+//   unregistering the paths that succeeded, and re-discovers every path of the host on each
+//   call (about 100 ms). The fan-out is all-or-nothing over the paths that answer; READ KEYS
+//   on every path checks the result; multipathd gets the key before the first path and
+//   prstatus after, as the library orders it; paths that did not answer are registered by
+//   multipathd on reinstate and, for outages its checker never saw, by the returning-path
+//   watch (returning-paths.ts).
 // - RELEASE: 0.9.4 answers a reservation that survives the RELEASE with READ FULL STATUS +
 //   CLEAR + re-registration, i.e. it clears another node's reservation. SPC-4 makes RELEASE
 //   by a non-holder a no-op, so READ RESERVATION comes first: unless our key holds it (or
@@ -22,10 +23,8 @@
 // - PREEMPT / PREEMPT AND ABORT of our own key, or of an all-registrants reservation: the
 //   library sends it on one path, which removes the registrations of every other path;
 //   afterwards every answering path is re-registered with REGISTER AND IGNORE.
-//
-// Paths that do not answer READ KEYS are down; multipathd registers them when they come
-// back, provided multipath.conf has `reservation_key` (checked and warned about at start)
-// and multipathd holds the key (kept in step here after each registration).
+// - PR IN goes by SG_IO on the map (the data describes the LU, any path answers), with the
+//   library as the fallback when that fails.
 //
 // Outcomes of the library call map to SCSI as qemu-pr-helper's mpath_reconstruct_sense
 // (mpath-result.ts), with TEST UNIT READY over SG_IO on the map fd. A worker that dies
@@ -37,21 +36,22 @@ import { loadLibmpathpersist, MPATH_PR, mpathPrName } from '../../../ffi/libmpat
 import { sgIo } from '../../../ffi/sg-io';
 import { MultipathdClient } from '../../multipathd/client';
 import { readReservationKeySettingFromFiles, type ReservationKeySetting } from '../../multipathd/multipath-conf';
-import { encodePrInCdb, encodePrOutCdb } from '../../scsi/cdb';
+import { encodePrInCdb } from '../../scsi/cdb';
 import { PrInAction, PrOutAction, PrType, Status } from '../../scsi/constants';
 import { resultFromSgIo } from '../../scsi/errno-sense';
-import { encodePrOutParameters } from '../../scsi/parameter-list';
-import { decodeReadKeys, decodeReadReservation } from '../../scsi/pr-in-data';
+import { decodeReadReservation } from '../../scsi/pr-in-data';
 import { checkCondition, good, reservationConflict, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
 import { refusePrOutOnReadOnly } from '../read-only';
 import { rdevOf } from '../resolve';
 import { DeviceQueue } from '../sg/device-queue';
 import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, validatePrCdb } from '../sg/pass-through';
-import { mapName, mapPaths, pathNode, type DevNumber, type PathDevice, type TopologyRoots } from './map-topology';
+import { mapName, type DevNumber, type TopologyRoots } from './map-topology';
 import { libraryFlags, planMpathCommand, type MpathPlan } from './mpath-plan';
 import { describeMpathResult, mpathResultToScsi } from './mpath-result';
 import { MpathWorkerClient, type MpathWorkerClientOptions, type WorkerLogger, type WorkerOutcome } from './mpath-worker-client';
+import { isTransportFailure, nexusesHolding, readKeysOn, readKeysOnEveryPath, registerIgnoreOn, sendOnPath, withOpenPaths, type OpenedPath } from './path-io';
+import { ReturningPathWatch, type ReturningPathWatchOptions, type WatchedRegistration } from './returning-paths';
 
 export interface MpathBackendOptions {
   readonly logger?: WorkerLogger;
@@ -65,6 +65,8 @@ export interface MpathBackendOptions {
   readonly sgTimeoutMs?: number;
   /** libmpathpersist verbosity (0..4); its log goes to the logger at debug. */
   readonly libraryVerbosity?: number;
+  /** How often paths left unregistered by a registration are checked again. */
+  readonly returningPaths?: Pick<ReturningPathWatchOptions, 'intervalMs' | 'maxIntervalMs'>;
   /** Tests only. */
   readonly roots?: TopologyRoots;
 }
@@ -73,9 +75,13 @@ export interface MpathBackendOptions {
 export interface MpathCommandReport {
   readonly map: string;
   readonly rc?: number;
-  /** Paths re-registered (or unregistered) with REGISTER AND IGNORE after the library call. */
+  /** Paths that took a REGISTER / REGISTER AND IGNORE in the fan-out. */
+  readonly registeredPaths?: readonly string[];
+  /** Paths re-registered (or unregistered) with REGISTER AND IGNORE because the paths disagreed. */
   readonly repairedPaths: readonly string[];
-  /** Paths that did not answer READ KEYS (down); left to multipathd. */
+  /** Paths put back to the previous key after another path refused the registration. */
+  readonly rolledBackPaths?: readonly string[];
+  /** Paths that did not answer (down); registered by multipathd or the returning-path watch when they answer again. */
   readonly unreachablePaths: readonly string[];
   /** RELEASE answered without calling the library because another key holds the reservation. */
   readonly releaseShortCircuited?: boolean;
@@ -129,6 +135,7 @@ export class MpathBackend implements PrBackend {
   private readonly roots: TopologyRoots;
   private readonly queue = new DeviceQueue();
   private closed = false;
+  private readonly returningPaths: ReturningPathWatch;
   /** The report of the last command per map, for tests and diagnostics. */
   readonly lastReport = new Map<string, MpathCommandReport>();
 
@@ -141,6 +148,10 @@ export class MpathBackend implements PrBackend {
     this.verbosity = options.libraryVerbosity ?? 2;
     this.roots = options.roots ?? {};
     this.reservationKeySetting = options.reservationKeySetting ?? readHostReservationKeySetting();
+    this.returningPaths = new ReturningPathWatch((mapId, registration) => this.checkReturningPaths(parseMapId(mapId), registration), {
+      ...options.returningPaths,
+      onError: (mapId, err) => this.logger?.warn({ map: mapId, reason: (err as Error).message }, 'mpath: checking returning paths failed; will try again'),
+    });
     this.warnAboutReservationKey();
   }
 
@@ -178,11 +189,13 @@ export class MpathBackend implements PrBackend {
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     }
     const cdbCopy = Uint8Array.from(cdb);
-    return this.queue.run(`mpath:${rdev.major}:${rdev.minor}`, () => this.run(device, rdev, plan, cdbCopy), options?.signal);
+    const dataOutCopy = Uint8Array.from(dataOut);
+    return this.queue.run(this.mapId(rdev), () => this.run(device, rdev, plan, cdbCopy, dataOutCopy), options?.signal);
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    this.returningPaths.close();
     await this.queue.idle();
     await Promise.all([...this.workers.values(), ...(this.injectedWorker ? [this.injectedWorker] : [])].map((worker) => worker.close()));
   }
@@ -207,50 +220,179 @@ export class MpathBackend implements PrBackend {
 
   // -------------------------------------------------------------------------------------
 
-  private async run(device: DeviceHandle, rdev: DevNumber, plan: Exclude<MpathPlan, { kind: 'refuse' }>, cdb: Uint8Array): Promise<ScsiResult> {
+  private async run(device: DeviceHandle, rdev: DevNumber, plan: Exclude<MpathPlan, { kind: 'refuse' }>, cdb: Uint8Array, dataOut: Uint8Array): Promise<ScsiResult> {
     const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
     const target = { major: rdev.major, minor: rdev.minor, path: device.path };
-    switch (plan.kind) {
-      case 'pass-through-in':
-        return (await passThroughPr(device.fd, cdb, new Uint8Array(0), this.sgTimeoutMs)).result;
-      case 'library-in': {
-        const outcome = await this.workerFor(rdev).call({
-          kind: 'in',
-          target,
-          serviceAction: plan.serviceAction,
-          allocationLength: plan.allocationLength,
-          verbose: this.verbosity,
-        });
-        return this.libraryResult(device, map, outcome, `PR IN ${plan.serviceAction}`);
-      }
-      case 'library-out':
-        return this.runOut(device, rdev, map, target, plan);
+    if (plan.kind === 'in') {
+      const { result } = await passThroughPr(device.fd, cdb, new Uint8Array(0), this.sgTimeoutMs);
+      if (result.status === Status.GOOD || !plan.libraryFallback) return result;
+      this.logger?.debug({ map, status: result.status }, 'mpath: PR IN on the map failed; asking libmpathpersist, which tries each path');
+      const outcome = await this.workerFor(rdev).call({
+        kind: 'in',
+        target,
+        serviceAction: plan.serviceAction,
+        allocationLength: plan.allocationLength,
+        verbose: this.verbosity,
+      });
+      return this.libraryResult(device, map, outcome, `PR IN ${plan.serviceAction}`);
     }
+    if (plan.serviceAction === PrOutAction.REGISTER || plan.serviceAction === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY) {
+      return this.register(rdev, map, plan, cdb, dataOut);
+    }
+    return this.runLibraryOut(device, rdev, map, target, plan);
   }
 
-  private async runOut(
+  private mapId(rdev: DevNumber): string {
+    return `mpath:${rdev.major}:${rdev.minor}`;
+  }
+
+  /**
+   * REGISTER / REGISTER AND IGNORE, fanned out to every path over SG_IO. The guest's command
+   * goes unchanged to the paths in turn until one accepts it (a path whose nexus missed an
+   * earlier registration answers RESERVATION CONFLICT to a REGISTER the others accept; the
+   * next path decides). Every other path then gets REGISTER AND IGNORE with the new key,
+   * which is idempotent per nexus. A path that does not answer is left to multipathd (told
+   * the key first, as libmpathpersist does) and to the returning-path watch. A path that
+   * refuses what another accepted rolls the ones that took it back, so the LU ends with the
+   * new key everywhere or nowhere, and the reply says which.
+   */
+  private async register(rdev: DevNumber, map: string, plan: OutPlan, cdb: Uint8Array, dataOut: Uint8Array): Promise<ScsiResult> {
+    const mapId = this.mapId(rdev);
+    const newKey = plan.serviceActionKey;
+    const flags = { aptpl: plan.aptpl, allTgPt: plan.allTgPt };
+    this.returningPaths.cancel(mapId);
+    const restoreMultipathd = await this.pointMultipathdAt(map, newKey === 0n ? null : { key: newKey, aptpl: plan.aptpl });
+
+    const fanOut = await withOpenPaths(rdev, this.roots, (paths) => this.fanOutRegistration(perScsiHostIf(plan.allTgPt, paths), cdb, dataOut, newKey, plan, flags));
+    if (fanOut.kind !== 'registered') {
+      await restoreMultipathd();
+      this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: fanOut.unreachable, rolledBackPaths: fanOut.kind === 'rolled-back' ? fanOut.rolledBack : undefined });
+      this.logger?.info(
+        { map, key: hex(newKey), outcome: fanOut.kind, unreachable: fanOut.unreachable, status: fanOut.result.status },
+        fanOut.kind === 'rolled-back' ? 'mpath: a path refused the registration the others took; rolled back on every path' : 'mpath: registration refused',
+      );
+      return fanOut.result;
+    }
+
+    // The device said GOOD on each path; READ KEYS on each path checks that the nexuses agree.
+    let repair: PathRepair = { ok: true, repaired: [], unreachable: fanOut.unreachable };
+    if (!plan.allTgPt) {
+      repair = await this.makePathsAgree(rdev, newKey, flags, newKey === 0n ? plan.reservationKey : undefined);
+      if (!repair.ok) {
+        this.lastReport.set(map, { map, repairedPaths: repair.repaired, unreachablePaths: repair.unreachable });
+        return repair.result;
+      }
+    }
+    const unreachable = [...new Set([...fanOut.unreachable, ...repair.unreachable])];
+    this.lastReport.set(map, { map, registeredPaths: fanOut.registered, repairedPaths: repair.repaired, unreachablePaths: unreachable });
+    await this.setMultipathdPrStatus(map, newKey !== 0n);
+    if (newKey !== 0n && unreachable.length > 0 && !plan.allTgPt) {
+      this.logger?.warn({ map, key: hex(newKey), unreachable }, 'mpath: registered on every answering path; the others get the key when they answer again');
+      this.returningPaths.watch(mapId, { key: newKey, aptpl: plan.aptpl });
+    }
+    return good();
+  }
+
+  private async fanOutRegistration(
+    paths: readonly OpenedPath[],
+    cdb: Uint8Array,
+    dataOut: Uint8Array,
+    newKey: bigint,
+    plan: OutPlan,
+    flags: { aptpl: boolean; allTgPt: boolean },
+  ): Promise<RegistrationFanOut> {
+    const unreachable: string[] = [];
+    const others: (OpenedPath & { fd: number })[] = [];
+    let accepted: OpenedPath | undefined;
+    let conflict: ScsiResult | undefined;
+    for (const p of paths) {
+      if (p.fd === undefined) {
+        unreachable.push(p.path.name);
+        continue;
+      }
+      if (accepted) {
+        others.push(p);
+        continue;
+      }
+      const result = await sendOnPath(p.fd, cdb, dataOut, this.sgTimeoutMs);
+      if (result.status === Status.GOOD) accepted = p;
+      else if (isTransportFailure(result)) unreachable.push(p.path.name);
+      else if (result.status === Status.RESERVATION_CONFLICT) {
+        // A nexus that missed an earlier registration; if another path accepts, this one
+        // gets REGISTER AND IGNORE with the rest.
+        this.logger?.warn({ path: p.path.name }, 'mpath: REGISTER met RESERVATION CONFLICT on a path; trying the next path');
+        conflict ??= result;
+        others.push(p);
+      } else {
+        // The device server refused the command itself (a bad field, APTPL unsupported):
+        // every path would, and nothing has changed anywhere.
+        return { kind: 'refused', result, unreachable };
+      }
+    }
+    if (!accepted) {
+      return { kind: 'refused', result: conflict ?? checkCondition(Sense.LUN_COMMUNICATION_FAILURE), unreachable: paths.map((p) => p.path.name) };
+    }
+    const results = await Promise.all(others.map(async (p) => ({ p, result: await registerIgnoreOn(p.fd, newKey, flags, this.sgTimeoutMs) })));
+    const registered = [accepted.path.name];
+    const tookIt: number[] = [accepted.fd!];
+    let refusal: { path: string; result: ScsiResult } | undefined;
+    for (const { p, result } of results) {
+      if (result.status === Status.GOOD) {
+        registered.push(p.path.name);
+        tookIt.push(p.fd);
+      } else if (isTransportFailure(result)) unreachable.push(p.path.name);
+      else refusal ??= { path: p.path.name, result };
+    }
+    if (!refusal) return { kind: 'registered', registered, unreachable };
+    // Back to the key the guest registered under (REGISTER names it), or to no registration
+    // (REGISTER AND IGNORE does not say which key each nexus had).
+    const previousKey = plan.serviceAction === PrOutAction.REGISTER ? plan.reservationKey : 0n;
+    this.logger?.error({ path: refusal.path, status: refusal.result.status, rollBackTo: hex(previousKey) }, 'mpath: a path refused REGISTER AND IGNORE that another path accepted');
+    await Promise.all(tookIt.map((fd) => registerIgnoreOn(fd, previousKey, flags, this.sgTimeoutMs)));
+    return { kind: 'rolled-back', result: refusal.result, rolledBack: registered, unreachable };
+  }
+
+  /** The returning-path watch's check: register the key on paths that answer again, while the key is still registered. */
+  private checkReturningPaths(rdev: DevNumber, registration: WatchedRegistration): Promise<'done' | 'waiting'> {
+    return this.queue.run(this.mapId(rdev), async () => {
+      const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
+      const { answering, unreachable } = await readKeysOnEveryPath(rdev, this.roots, this.sgTimeoutMs);
+      if (answering.length === 0) return unreachable.length === 0 ? 'done' : 'waiting';
+      const holding = nexusesHolding(answering, registration.key);
+      if (holding === 0) {
+        this.logger?.info({ map, key: hex(registration.key) }, 'mpath: the key is registered nowhere now (preempted or unregistered); returning paths stay unregistered');
+        return 'done';
+      }
+      if (holding < answering.length) {
+        const repair = await this.reRegisterEveryPath(rdev, registration.key, { aptpl: registration.aptpl, allTgPt: false });
+        this.logger?.info({ map, key: hex(registration.key), paths: repair.repaired, ok: repair.ok }, 'mpath: registered the key on paths that answer again');
+        if (!repair.ok) return 'waiting';
+      }
+      return unreachable.length === 0 ? 'done' : 'waiting';
+    });
+  }
+
+  private async runLibraryOut(
     device: DeviceHandle,
     rdev: DevNumber,
     map: string,
     target: { major: number; minor: number; path: string },
-    plan: Extract<MpathPlan, { kind: 'library-out' }>,
+    plan: OutPlan,
   ): Promise<ScsiResult> {
     const sa = plan.serviceAction;
     let before: { key: bigint; type: number } | undefined;
-    let readBefore = false;
     if (sa === PrOutAction.RELEASE || sa === PrOutAction.PREEMPT || sa === PrOutAction.PREEMPT_AND_ABORT) {
       const reservation = await this.readReservationOnMap(device.fd);
       if (!reservation.ok) return reservation.result;
       before = reservation.holder;
-      readBefore = true;
     }
 
-    if (sa === PrOutAction.RELEASE && readBefore) {
+    if (sa === PrOutAction.RELEASE) {
       const holdsIt = before !== undefined && (before.key === plan.reservationKey || ALL_REGISTRANTS_TYPES.includes(before.type));
       if (!holdsIt) {
         // SPC-4 RELEASE: no reservation, or one held by another nexus → nothing to release;
         // only an unregistered I_T nexus gets RESERVATION CONFLICT.
-        const keys = await this.readKeysOnMap(device.fd);
+        const keys = await readKeysOn(device.fd, this.sgTimeoutMs);
         if (!keys.ok) return keys.result;
         const registered = keys.keys.includes(plan.reservationKey);
         this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: [], releaseShortCircuited: true });
@@ -260,23 +402,13 @@ export class MpathBackend implements PrBackend {
         );
         return registered ? good() : reservationConflict();
       }
-    }
-
-    if (sa === PrOutAction.REGISTER && plan.reservationKey !== 0n) {
-      // REGISTER with a current key is refused by every nexus that does not hold that key,
-      // and 0.9.4 then "rolls back" the paths that took it, unregistering them. If the map
-      // is registered under that key on some nexuses but not all (a path that came back
-      // unregistered), register the missing ones first so the guest's REGISTER sees one LU.
-      const repaired = await this.completePartialRegistration(rdev, plan.reservationKey, plan.aptpl, plan.allTgPt);
-      if (!repaired.ok) return repaired.result;
-    }
-
-    if (sa === PrOutAction.RELEASE && before && before.key === plan.reservationKey && before.type !== plan.type && !ALL_REGISTRANTS_TYPES.includes(before.type)) {
-      // SPC-4: the holder releasing with another type gets INVALID RELEASE OF PERSISTENT
-      // RESERVATION and the reservation stays. 0.9.4 would see the reservation survive its
-      // RELEASE and CLEAR the logical unit, dropping every other node's registration.
-      this.logger?.info({ map, key: hex(plan.reservationKey), held: before.type, asked: plan.type }, 'mpath: RELEASE with the wrong type refused without libmpathpersist');
-      return checkCondition(Sense.INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
+      if (before && before.key === plan.reservationKey && before.type !== plan.type && !ALL_REGISTRANTS_TYPES.includes(before.type)) {
+        // SPC-4: the holder releasing with another type gets INVALID RELEASE OF PERSISTENT
+        // RESERVATION and the reservation stays. 0.9.4 would see the reservation survive its
+        // RELEASE and CLEAR the logical unit, dropping every other node's registration.
+        this.logger?.info({ map, key: hex(plan.reservationKey), held: before.type, asked: plan.type }, 'mpath: RELEASE with the wrong type refused without libmpathpersist');
+        return checkCondition(Sense.INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
+      }
     }
 
     const outcome = await this.workerFor(rdev).call({
@@ -292,15 +424,17 @@ export class MpathBackend implements PrBackend {
     if (result.status !== Status.GOOD) return result;
 
     let repair: PathRepair = { ok: true, repaired: [], unreachable: [] };
-    if (sa === PrOutAction.REGISTER || sa === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY) {
-      repair = await this.makePathsAgree(rdev, plan.serviceActionKey, plan.aptpl, plan.allTgPt, plan.serviceActionKey === 0n ? plan.reservationKey : undefined);
-      if (repair.ok && plan.serviceActionKey !== 0n) await this.keepMultipathdInStep(map, plan.serviceActionKey, plan.aptpl);
-    } else if ((sa === PrOutAction.PREEMPT || sa === PrOutAction.PREEMPT_AND_ABORT) && plan.reservationKey !== 0n) {
+    if (sa === PrOutAction.CLEAR) this.returningPaths.cancel(this.mapId(rdev));
+    if ((sa === PrOutAction.PREEMPT || sa === PrOutAction.PREEMPT_AND_ABORT) && plan.reservationKey !== 0n) {
       const selfPreempt = plan.serviceActionKey === plan.reservationKey;
       const allRegistrants = before !== undefined && ALL_REGISTRANTS_TYPES.includes(before.type);
       if (selfPreempt || allRegistrants) {
-        repair = await this.reRegisterEveryPath(rdev, plan.reservationKey, plan.aptpl, plan.allTgPt);
-        if (repair.ok) await this.keepMultipathdInStep(map, plan.reservationKey, plan.aptpl);
+        // The library sent it on one path, which removed the registrations of every other path.
+        repair = await this.reRegisterEveryPath(rdev, plan.reservationKey, { aptpl: plan.aptpl, allTgPt: plan.allTgPt });
+        if (repair.ok) {
+          await this.pointMultipathdAt(map, { key: plan.reservationKey, aptpl: plan.aptpl });
+          await this.setMultipathdPrStatus(map, true);
+        }
       }
     }
     this.lastReport.set(map, {
@@ -344,24 +478,6 @@ export class MpathBackend implements PrBackend {
     return resultFromSgIo(await sgIo(fd, { cdb: TEST_UNIT_READY, direction: 'none', timeoutMs: this.sgTimeoutMs }));
   }
 
-  // ---- SG_IO helpers --------------------------------------------------------------------
-
-  private async readKeysOn(fd: number): Promise<{ ok: true; keys: bigint[] } | { ok: false; result: ScsiResult }> {
-    const cdb = encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL });
-    let { result } = await passThroughPr(fd, cdb, new Uint8Array(0), this.sgTimeoutMs);
-    // A pending unit attention (a PREEMPT by another node, a reset) is reported once per
-    // nexus; it must not make an answering path look dead.
-    if (isUnitAttention(result)) ({ result } = await passThroughPr(fd, cdb, new Uint8Array(0), this.sgTimeoutMs));
-    if (result.status !== Status.GOOD) return { ok: false, result };
-    const decoded = decodeReadKeys(result.dataIn);
-    if (!decoded.ok) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
-    return { ok: true, keys: decoded.value.keys };
-  }
-
-  private readKeysOnMap(fd: number) {
-    return this.readKeysOn(fd);
-  }
-
   private async readReservationOnMap(fd: number): Promise<{ ok: true; holder?: { key: bigint; type: number } } | { ok: false; result: ScsiResult }> {
     const { result } = await passThroughPr(fd, encodePrInCdb({ action: PrInAction.READ_RESERVATION, allocationLength: READ_ALL }), new Uint8Array(0), this.sgTimeoutMs);
     if (result.status !== Status.GOOD) return { ok: false, result };
@@ -371,104 +487,40 @@ export class MpathBackend implements PrBackend {
     return { ok: true, holder: r ? { key: r.key, type: r.type } : undefined };
   }
 
-  private async registerIgnoreOn(fd: number, key: bigint, aptpl: boolean, allTgPt: boolean): Promise<ScsiResult> {
-    const dataOut = encodePrOutParameters({ reservationKey: 0n, serviceActionKey: key, specIPT: false, allTgPt, aptpl, transportIds: [] });
-    const cdb = encodePrOutCdb({ action: PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY, parameterListLength: dataOut.length });
-    let { result } = await passThroughPr(fd, cdb, dataOut, this.sgTimeoutMs);
-    // A unit attention (e.g. "registrations preempted" from the command just run) is
-    // reported once per nexus; the retry is the command itself.
-    if (isUnitAttention(result)) ({ result } = await passThroughPr(fd, cdb, dataOut, this.sgTimeoutMs));
-    return result;
-  }
-
-  /** Runs `task` with an fd of each path; paths that cannot be opened count as unreachable. */
-  private async withPathFds<T>(rdev: DevNumber, task: (path: PathDevice, fd: number) => Promise<T>): Promise<{ path: PathDevice; value?: T; openError?: string }[]> {
-    const out: { path: PathDevice; value?: T; openError?: string }[] = [];
-    for (const p of mapPaths(rdev, this.roots)) {
-      let fd: number;
-      try {
-        // Root (CAP_SYS_RAWIO) may send PR IN/OUT over SG_IO on a read-only fd; O_NONBLOCK
-        // keeps the open from waiting on a path that is going away.
-        fd = fs.openSync(pathNode(p, this.roots), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-      } catch (err) {
-        out.push({ path: p, openError: (err as Error).message });
-        continue;
-      }
-      try {
-        out.push({ path: p, value: await task(p, fd) });
-      } finally {
-        fs.closeSync(fd);
-      }
-    }
-    return out;
-  }
-
   /**
-   * After REGISTER / REGISTER AND IGNORE: every path that answers must carry `key` (or, when
-   * unregistering, must no longer carry `oldKey`). READ KEYS on each path; if the count does
-   * not add up, REGISTER AND IGNORE on every answering path, which is idempotent per nexus.
+   * After a registration: every path that answers must carry `key` (or, when unregistering,
+   * must no longer carry `oldKey`). If the counts do not add up, REGISTER AND IGNORE on every
+   * answering path, which is idempotent per nexus.
    */
-  private async makePathsAgree(rdev: DevNumber, key: bigint, aptpl: boolean, allTgPt: boolean, oldKey?: bigint): Promise<PathRepair> {
-    const reads = await this.withPathFds(rdev, (_p, fd) => this.readKeysOn(fd));
-    const answering = reads.filter((r) => r.value?.ok);
-    const unreachable = reads.filter((r) => !r.value?.ok).map((r) => r.path.name);
+  private async makePathsAgree(rdev: DevNumber, key: bigint, flags: { aptpl: boolean; allTgPt: boolean }, oldKey?: bigint): Promise<PathRepair> {
+    const { answering, unreachable, firstFailure } = await readKeysOnEveryPath(rdev, this.roots, this.sgTimeoutMs);
     if (answering.length === 0) {
-      const failed = reads.find((r) => r.value && !r.value.ok)?.value;
       this.logger?.error({ paths: unreachable }, 'mpath: no path of the map answers READ KEYS after the registration');
-      return { ok: false, result: failed && !failed.ok ? failed.result : checkCondition(Sense.LUN_COMMUNICATION_FAILURE), repaired: [], unreachable };
+      return { ok: false, result: firstFailure ?? checkCondition(Sense.LUN_COMMUNICATION_FAILURE), repaired: [], unreachable };
     }
-    const keys = answering.map((r) => (r.value as { ok: true; keys: bigint[] }).keys);
-    // The list is per logical unit, so every path should return the same; trust the smallest count.
-    const count = (want: bigint) => Math.min(...keys.map((k) => k.filter((x) => x === want).length));
-    const consistent = oldKey === undefined ? count(key) >= answering.length : count(oldKey) === 0;
+    const consistent = oldKey === undefined ? nexusesHolding(answering, key) >= answering.length : nexusesHolding(answering, oldKey) === 0;
     if (consistent) return { ok: true, repaired: [], unreachable };
     this.logger?.warn(
-      {
-        key: hex(oldKey ?? key),
-        onNexuses: count(oldKey ?? key),
-        answeringPaths: answering.map((r) => r.path.name),
-      },
-      oldKey === undefined
-        ? 'mpath: libmpathpersist reported success but not every path is registered; registering each path'
-        : 'mpath: libmpathpersist reported success but the old key is still registered; unregistering each path',
+      { key: hex(oldKey ?? key), onNexuses: nexusesHolding(answering, oldKey ?? key), answeringPaths: answering.map((a) => a.path.name) },
+      oldKey === undefined ? 'mpath: not every answering path is registered after GOOD; registering each path' : 'mpath: the old key is still registered; unregistering each path',
     );
-    return this.reRegisterEveryPath(rdev, key, aptpl, allTgPt);
-  }
-
-  /** Before REGISTER with current key `key`: if some nexuses hold it and other answering paths do not, register those. */
-  private async completePartialRegistration(rdev: DevNumber, key: bigint, aptpl: boolean, allTgPt: boolean): Promise<PathRepair> {
-    const reads = await this.withPathFds(rdev, (_p, fd) => this.readKeysOn(fd));
-    const answering = reads.filter((r) => r.value?.ok);
-    const unreachable = reads.filter((r) => !r.value?.ok).map((r) => r.path.name);
-    if (answering.length === 0) return { ok: true, repaired: [], unreachable };
-    const counts = answering.map((r) => (r.value as { ok: true; keys: bigint[] }).keys.filter((k) => k === key).length);
-    const count = Math.min(...counts);
-    if (count === 0 || count >= answering.length) return { ok: true, repaired: [], unreachable };
-    this.logger?.warn(
-      { key: hex(key), onNexuses: count, answeringPaths: answering.map((r) => r.path.name) },
-      'mpath: the map is registered on only some paths; registering the others before REGISTER',
-    );
-    return this.reRegisterEveryPath(rdev, key, aptpl, allTgPt);
+    return this.reRegisterEveryPath(rdev, key, flags);
   }
 
   /** REGISTER AND IGNORE EXISTING KEY with `key` (0 = unregister) on every path that answers. */
-  private async reRegisterEveryPath(rdev: DevNumber, key: bigint, aptpl: boolean, allTgPt: boolean): Promise<PathRepair> {
-    const results = await this.withPathFds(rdev, (_p, fd) => this.registerIgnoreOn(fd, key, aptpl, allTgPt));
+  private async reRegisterEveryPath(rdev: DevNumber, key: bigint, flags: { aptpl: boolean; allTgPt: boolean }): Promise<PathRepair> {
+    const results = await withOpenPaths(rdev, this.roots, (paths) =>
+      Promise.all(paths.map(async (p) => ({ path: p.path, result: p.fd === undefined ? undefined : await registerIgnoreOn(p.fd, key, flags, this.sgTimeoutMs) }))),
+    );
     const repaired: string[] = [];
     const unreachable: string[] = [];
     let failure: ScsiResult | undefined;
     for (const r of results) {
-      if (r.openError || !r.value) {
-        unreachable.push(r.path.name);
-      } else if (r.value.status === Status.GOOD) {
-        repaired.push(r.path.name);
-      } else if (r.value.status === Status.CHECK_CONDITION && r.value.sense.length === 0) {
-        unreachable.push(r.path.name);
-      } else if (isTransportFailure(r.value)) {
-        unreachable.push(r.path.name);
-      } else {
-        failure ??= r.value;
-        this.logger?.error({ path: r.path.name, status: r.value.status }, 'mpath: REGISTER AND IGNORE on a path failed');
+      if (!r.result || isTransportFailure(r.result)) unreachable.push(r.path.name);
+      else if (r.result.status === Status.GOOD) repaired.push(r.path.name);
+      else {
+        failure ??= r.result;
+        this.logger?.error({ path: r.path.name, status: r.result.status }, 'mpath: REGISTER AND IGNORE on a path failed');
       }
     }
     if (repaired.length === 0 && !failure) failure = checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
@@ -477,43 +529,79 @@ export class MpathBackend implements PrBackend {
     return { ok: true, repaired, unreachable };
   }
 
-  /** multipathd must hold the key to register paths that come back; libmpathpersist sets it, this checks. */
-  private async keepMultipathdInStep(map: string, key: bigint, aptpl: boolean): Promise<void> {
+  // ---- multipathd ------------------------------------------------------------------------
+
+  /**
+   * Points multipathd's prkey for the map at `target` (null: no key) before paths are
+   * registered, so a path it reinstates meanwhile gets the new key, as libmpathpersist
+   * orders it. Returns how to undo it when the registration is refused.
+   */
+  private async pointMultipathdAt(map: string, target: { key: bigint; aptpl: boolean } | null): Promise<() => Promise<void>> {
+    const mpd = this.multipathd;
+    const nothing = async () => {};
+    if (!mpd || this.reservationKeySetting.source !== 'file') return nothing;
+    try {
+      const current = await mpd.getPrKey(map);
+      const same = target === null ? current === null : current !== null && current.key === target.key && current.aptpl === target.aptpl;
+      if (same) return nothing;
+      this.logger?.info({ map, key: target ? hex(target.key) : null, had: current ? hex(current.key) : null }, 'mpath: telling multipathd the reservation key');
+      if (target) await mpd.setPrKey(map, target.key, target.aptpl);
+      else await mpd.unsetPrKey(map);
+      return async () => {
+        try {
+          if (current) await mpd.setPrKey(map, current.key, current.aptpl);
+          else await mpd.unsetPrKey(map);
+        } catch (err) {
+          this.logger?.warn({ map, reason: (err as Error).message }, 'mpath: could not give multipathd its previous reservation key back');
+        }
+      };
+    } catch (err) {
+      this.logger?.warn({ map, reason: (err as Error).message }, 'mpath: could not tell multipathd the reservation key; reinstated paths may stay unregistered');
+      return nothing;
+    }
+  }
+
+  /** multipathd registers reinstated paths only while the map's prstatus is set. */
+  private async setMultipathdPrStatus(map: string, registered: boolean): Promise<void> {
     const mpd = this.multipathd;
     if (!mpd) return;
     try {
-      if (this.reservationKeySetting.source === 'file') {
-        const current = await mpd.getPrKey(map);
-        if (!current || current.key !== key || current.aptpl !== aptpl) {
-          this.logger?.info({ map, key: hex(key), had: current ? hex(current.key) : null }, 'mpath: telling multipathd the reservation key');
-          await mpd.setPrKey(map, key, aptpl);
-        }
-      }
-      if ((await mpd.getPrStatus(map)) !== 'set') await mpd.setPrStatus(map);
+      const status = await mpd.getPrStatus(map);
+      if (registered && status !== 'set') await mpd.setPrStatus(map);
+      if (!registered && status === 'set') await mpd.unsetPrStatus(map);
     } catch (err) {
-      this.logger?.warn({ map, reason: (err as Error).message }, 'mpath: could not bring multipathd in step; reinstated paths may stay unregistered');
+      this.logger?.warn({ map, reason: (err as Error).message }, 'mpath: could not bring multipathd\'s prstatus in step; reinstated paths may stay unregistered');
     }
   }
 }
 
+type OutPlan = Extract<MpathPlan, { kind: 'out' }>;
+
+function parseMapId(mapId: string): DevNumber {
+  const [, major, minor] = mapId.split(':');
+  return { major: Number(major), minor: Number(minor) };
+}
+
 type PathRepair = { ok: true; repaired: string[]; unreachable: string[] } | { ok: false; result: ScsiResult; repaired: string[]; unreachable: string[] };
 
-function isUnitAttention(result: ScsiResult): boolean {
-  return result.status === Status.CHECK_CONDITION && result.sense.length > 2 && (decodeSenseKey(result.sense) === 0x06);
-}
+type RegistrationFanOut =
+  | { kind: 'registered'; registered: string[]; unreachable: string[] }
+  | { kind: 'refused'; result: ScsiResult; unreachable: string[] }
+  | { kind: 'rolled-back'; result: ScsiResult; rolledBack: string[]; unreachable: string[] };
 
-/** The sense key of fixed (0x70/0x71) or descriptor (0x72/0x73) sense data. */
-function decodeSenseKey(sense: Buffer): number {
-  const format = sense[0] & 0x7f;
-  return (format === 0x72 || format === 0x73 ? sense[1] : sense[2]) & 0x0f;
-}
-
-/** Results that mean "this path is gone", not "the device refused": errno and host-status failures. */
-function isTransportFailure(result: ScsiResult): boolean {
-  // resultFromSgIo turns errno/host failures into ABORTED COMMAND or TASK SET FULL/BUSY;
-  // a device's own refusal is ILLEGAL REQUEST or RESERVATION CONFLICT.
-  if (result.status === Status.BUSY || result.status === Status.TASK_SET_FULL) return true;
-  return result.status === Status.CHECK_CONDITION && result.sense.length > 2 && decodeSenseKey(result.sense) === 0x0b;
+/**
+ * With ALL_TG_PT the device registers the initiator port on every target port at once, so,
+ * as libmpathpersist does, one path per SCSI host (initiator port) gets the command.
+ */
+function perScsiHostIf(allTgPt: boolean, paths: readonly OpenedPath[]): readonly OpenedPath[] {
+  if (!allTgPt) return paths;
+  const seen = new Set<string>();
+  return paths.filter((p) => {
+    const host = p.path.scsiHost === undefined ? p.path.name : String(p.path.scsiHost);
+    if (seen.has(host)) return false;
+    seen.add(host);
+    return true;
+  });
 }
 
 /**

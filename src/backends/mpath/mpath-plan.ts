@@ -11,9 +11,11 @@
 //   response SPC-4 gives a device server that does not support SPEC_I_PT). qemu-pr-helper
 //   passes it through.
 //
-// READ FULL STATUS, which the library cannot return safely (its buffer overflows past 30
-// descriptors) and qemu-pr-helper refuses, is answered by SG_IO on the map: the registrant
-// list is one per logical unit, so any path gives the whole answer.
+// PR IN data describes the logical unit, so any path gives the whole answer: every PR IN
+// goes by SG_IO on the map (dm-multipath sends it down a usable path), with
+// libmpathpersist, which tries each path in turn, as the fallback when that fails. READ
+// FULL STATUS has no fallback: the library cannot return it safely (its buffer overflows
+// past 30 descriptors) and qemu-pr-helper refuses it.
 
 import { decodePrInCdb, decodePrOutCdb } from '../../scsi/cdb';
 import { Opcode, PrInAction, PrOutAction } from '../../scsi/constants';
@@ -24,12 +26,10 @@ export const SPEC_I_PT_BIT = 0x08;
 
 export type MpathPlan =
   | { readonly kind: 'refuse'; readonly result: ScsiResult; readonly reason: string }
-  /** READ KEYS, READ RESERVATION, REPORT CAPABILITIES through libmpathpersist. */
-  | { readonly kind: 'library-in'; readonly serviceAction: number; readonly allocationLength: number }
-  /** READ FULL STATUS by SG_IO on the map fd. */
-  | { readonly kind: 'pass-through-in'; readonly serviceAction: number; readonly allocationLength: number }
+  /** PR IN by SG_IO on the map fd; `libraryFallback` when libmpathpersist can answer it too. */
+  | { readonly kind: 'in'; readonly serviceAction: number; readonly allocationLength: number; readonly libraryFallback: boolean }
   | {
-      readonly kind: 'library-out';
+      readonly kind: 'out';
       readonly serviceAction: number;
       readonly scope: number;
       readonly type: number;
@@ -51,9 +51,9 @@ export function planMpathCommand(cdb: Uint8Array, dataOut: Uint8Array): MpathPla
       case PrInAction.READ_KEYS:
       case PrInAction.READ_RESERVATION:
       case PrInAction.REPORT_CAPABILITIES:
-        return { kind: 'library-in', serviceAction: action, allocationLength };
+        return { kind: 'in', serviceAction: action, allocationLength, libraryFallback: true };
       case PrInAction.READ_FULL_STATUS:
-        return { kind: 'pass-through-in', serviceAction: action, allocationLength };
+        return { kind: 'in', serviceAction: action, allocationLength, libraryFallback: false };
       default:
         return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `PR IN service action ${action} does not exist`);
     }
@@ -78,7 +78,7 @@ export function planMpathCommand(cdb: Uint8Array, dataOut: Uint8Array): MpathPla
   if (!decoded.ok) return refuse(checkCondition(decoded.sense), decoded.reason);
   const p = decoded.value;
   return {
-    kind: 'library-out',
+    kind: 'out',
     serviceAction: action,
     scope,
     type,

@@ -1,0 +1,110 @@
+// PERSISTENT RESERVE commands on the individual paths (I_T nexuses) of a multipath map,
+// over SG_IO. The mpath backend uses these for what libmpathpersist 0.9.4 gets wrong or
+// does slowly: the REGISTER fan-out, the per-path check after it, and the repairs.
+
+import * as fs from 'fs';
+import { encodePrInCdb, encodePrOutCdb } from '../../scsi/cdb';
+import { PrInAction, PrOutAction, Status } from '../../scsi/constants';
+import { encodePrOutParameters } from '../../scsi/parameter-list';
+import { decodeReadKeys } from '../../scsi/pr-in-data';
+import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
+import { passThroughPr } from '../sg/pass-through';
+import { mapPaths, pathNode, type DevNumber, type PathDevice, type TopologyRoots } from './map-topology';
+
+const READ_ALL = 8192;
+
+export type KeysRead = { ok: true; keys: bigint[] } | { ok: false; result: ScsiResult };
+
+/** One path of the map, opened for SG_IO, or the reason it could not be. */
+export type OpenedPath = { readonly path: PathDevice; readonly fd: number } | { readonly path: PathDevice; readonly fd?: undefined; readonly openError: string };
+
+/** The sense key of fixed (0x70/0x71) or descriptor (0x72/0x73) sense data. */
+function senseKey(sense: Buffer): number {
+  const format = sense[0] & 0x7f;
+  return (format === 0x72 || format === 0x73 ? sense[1] : sense[2]) & 0x0f;
+}
+
+export function isUnitAttention(result: ScsiResult): boolean {
+  return result.status === Status.CHECK_CONDITION && result.sense.length > 2 && senseKey(result.sense) === 0x06;
+}
+
+/**
+ * Results that mean "this path is gone", not "the device refused": errno and host-status
+ * failures, which resultFromSgIo turns into ABORTED COMMAND, BUSY or TASK SET FULL (a
+ * device's own refusal is ILLEGAL REQUEST or RESERVATION CONFLICT), and no sense at all.
+ */
+export function isTransportFailure(result: ScsiResult): boolean {
+  if (result.status === Status.BUSY || result.status === Status.TASK_SET_FULL) return true;
+  if (result.status !== Status.CHECK_CONDITION) return false;
+  return result.sense.length <= 2 || senseKey(result.sense) === 0x0b;
+}
+
+/** Sends one PR CDB; a unit attention (reported once per nexus, e.g. "registrations preempted") is retried once. */
+export async function sendOnPath(fd: number, cdb: Uint8Array, dataOut: Uint8Array, timeoutMs: number): Promise<ScsiResult> {
+  let { result } = await passThroughPr(fd, cdb, dataOut, timeoutMs);
+  if (isUnitAttention(result)) ({ result } = await passThroughPr(fd, cdb, dataOut, timeoutMs));
+  return result;
+}
+
+export async function readKeysOn(fd: number, timeoutMs: number): Promise<KeysRead> {
+  const result = await sendOnPath(fd, encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL }), new Uint8Array(0), timeoutMs);
+  if (result.status !== Status.GOOD) return { ok: false, result };
+  const decoded = decodeReadKeys(result.dataIn);
+  if (!decoded.ok) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
+  return { ok: true, keys: decoded.value.keys };
+}
+
+/** REGISTER AND IGNORE EXISTING KEY with `key` (0 unregisters) on one nexus. */
+export function registerIgnoreOn(fd: number, key: bigint, flags: { aptpl: boolean; allTgPt: boolean }, timeoutMs: number): Promise<ScsiResult> {
+  const dataOut = encodePrOutParameters({ reservationKey: 0n, serviceActionKey: key, specIPT: false, allTgPt: flags.allTgPt, aptpl: flags.aptpl, transportIds: [] });
+  const cdb = encodePrOutCdb({ action: PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY, parameterListLength: dataOut.length });
+  return sendOnPath(fd, cdb, dataOut, timeoutMs);
+}
+
+/**
+ * Opens every path of the map and runs `task` with them, closing them after. Root
+ * (CAP_SYS_RAWIO) may send PR IN/OUT over SG_IO on a read-only fd; O_NONBLOCK keeps the open
+ * from waiting on a path that is going away.
+ */
+export async function withOpenPaths<T>(rdev: DevNumber, roots: TopologyRoots, task: (paths: readonly OpenedPath[]) => Promise<T>): Promise<T> {
+  const opened: OpenedPath[] = mapPaths(rdev, roots).map((path) => {
+    try {
+      return { path, fd: fs.openSync(pathNode(path, roots), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK) };
+    } catch (err) {
+      return { path, openError: (err as Error).message };
+    }
+  });
+  try {
+    return await task(opened);
+  } finally {
+    for (const p of opened) if (p.fd !== undefined) fs.closeSync(p.fd);
+  }
+}
+
+/** READ KEYS on every path: the key lists of the paths that answered, and the names of those that did not. */
+export async function readKeysOnEveryPath(
+  rdev: DevNumber,
+  roots: TopologyRoots,
+  timeoutMs: number,
+): Promise<{ answering: { path: PathDevice; keys: bigint[] }[]; unreachable: string[]; firstFailure?: ScsiResult }> {
+  return withOpenPaths(rdev, roots, async (paths) => {
+    const reads = await Promise.all(paths.map(async (p) => ({ p, read: p.fd === undefined ? undefined : await readKeysOn(p.fd, timeoutMs) })));
+    const answering: { path: PathDevice; keys: bigint[] }[] = [];
+    const unreachable: string[] = [];
+    let firstFailure: ScsiResult | undefined;
+    for (const { p, read } of reads) {
+      if (read?.ok) answering.push({ path: p.path, keys: read.keys });
+      else {
+        unreachable.push(p.path.name);
+        if (read && !read.ok) firstFailure ??= read.result;
+      }
+    }
+    return { answering, unreachable, firstFailure };
+  });
+}
+
+/** How many nexuses hold `key`, as the answering paths see it (the list is per LU; the smallest count is trusted). */
+export function nexusesHolding(answering: readonly { keys: readonly bigint[] }[], key: bigint): number {
+  if (answering.length === 0) return 0;
+  return Math.min(...answering.map((a) => a.keys.filter((k) => k === key).length));
+}

@@ -1,0 +1,80 @@
+import { expect } from 'chai';
+import { ReturningPathWatch, type WatchedRegistration } from '../../src/backends/mpath/returning-paths';
+
+function until(what: string, predicate: () => boolean, timeoutMs = 2_000): Promise<void> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const poll = () => {
+      if (predicate()) return resolve();
+      if (Date.now() - started > timeoutMs) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(poll, 2);
+    };
+    poll();
+  });
+}
+
+describe('returning-path watch (rechecks a map until every path holds the key or none does)', function () {
+  const key: WatchedRegistration = { key: 0xa0a0n, aptpl: false };
+
+  it('rechecks while the check says waiting, with a growing interval, and stops at done', async function () {
+    const calls: number[] = [];
+    const answers: ('waiting' | 'done')[] = ['waiting', 'waiting', 'done'];
+    const watch = new ReturningPathWatch(async () => {
+      calls.push(Date.now());
+      return answers.shift() ?? 'done';
+    }, { intervalMs: 5, maxIntervalMs: 40 });
+    watch.watch('mpath:253:0', key);
+    await until('three checks and the end of the watch', () => calls.length === 3 && watch.watching('mpath:253:0') === undefined);
+    expect(calls[2] - calls[1], 'the interval doubles').to.be.at.least(calls[1] - calls[0]);
+    watch.close();
+  });
+
+  it('hands the check the map and the key, and a new watch replaces the old key', async function () {
+    const seen: string[] = [];
+    const watch = new ReturningPathWatch(async (mapId, registration) => {
+      seen.push(`${mapId} ${registration.key.toString(16)}`);
+      return 'done';
+    }, { intervalMs: 20 });
+    watch.watch('mpath:253:1', key);
+    watch.watch('mpath:253:1', { key: 0xb0b0n, aptpl: true });
+    expect(watch.watching('mpath:253:1')).to.deep.equal({ key: 0xb0b0n, aptpl: true });
+    await until('one check', () => seen.length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(seen).to.deep.equal(['mpath:253:1 b0b0']);
+    watch.close();
+  });
+
+  it('cancel and close stop every recheck', async function () {
+    let checks = 0;
+    const watch = new ReturningPathWatch(async () => {
+      checks++;
+      return 'waiting';
+    }, { intervalMs: 5 });
+    watch.watch('mpath:253:2', key);
+    watch.watch('mpath:253:3', key);
+    watch.cancel('mpath:253:2');
+    await until('a check of the other map', () => checks >= 1);
+    watch.close();
+    const after = checks;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(checks).to.be.at.most(after + 1);
+    expect(watch.watching('mpath:253:2')).to.equal(undefined);
+    expect(watch.watching('mpath:253:3')).to.equal(undefined);
+    watch.watch('mpath:253:4', key);
+    expect(watch.watching('mpath:253:4'), 'a closed watch takes no new maps').to.equal(undefined);
+  });
+
+  it('a check that throws reports the error and is tried again', async function () {
+    const errors: string[] = [];
+    let checks = 0;
+    const watch = new ReturningPathWatch(async () => {
+      checks++;
+      if (checks === 1) throw new Error('path vanished');
+      return 'done';
+    }, { intervalMs: 5, onError: (mapId, err) => errors.push(`${mapId}: ${(err as Error).message}`) });
+    watch.watch('mpath:253:5', key);
+    await until('the watch to end after the retry', () => checks === 2 && watch.watching('mpath:253:5') === undefined);
+    expect(errors).to.deep.equal(['mpath:253:5: path vanished']);
+    watch.close();
+  });
+});
