@@ -16,12 +16,10 @@ import * as path from 'path';
 import { readHostReservationKeySetting } from '../backends/mpath/mpath-backend';
 import { MpathWorkerClient } from '../backends/mpath/mpath-worker-client';
 import { mapName, mapPaths, parseDevNumber, pathNode, type DevNumber, type TopologyRoots } from '../backends/mpath/map-topology';
-import { passThroughPr } from '../backends/sg/pass-through';
+import { readKeysOn } from '../backends/mpath/path-io';
 import type { MultipathdClient } from '../multipathd/client';
 import type { ReservationKeySetting } from '../multipathd/multipath-conf';
-import { encodePrInCdb } from '../scsi/cdb';
-import { PrInAction, Status } from '../scsi/constants';
-import { decodeReadKeys } from '../scsi/pr-in-data';
+import { Status } from '../scsi/constants';
 import { describeSense } from '../scsi/sense';
 
 export interface DoctorPath {
@@ -101,16 +99,10 @@ async function readKeysOnPath(node: string, timeoutMs: number): Promise<{ keys?:
     return { error: (err as Error).message };
   }
   try {
-    const cdb = encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: 8192 });
-    let attempt = await passThroughPr(fd, cdb, new Uint8Array(0), timeoutMs);
-    // One pending unit attention per nexus is normal after another node's PREEMPT.
-    if (attempt.result.status === Status.CHECK_CONDITION) attempt = await passThroughPr(fd, cdb, new Uint8Array(0), timeoutMs);
-    const { result } = attempt;
-    if (result.status !== Status.GOOD) {
-      return { error: result.status === Status.CHECK_CONDITION ? describeSense(result.sense) : `status 0x${result.status.toString(16)}` };
-    }
-    const decoded = decodeReadKeys(result.dataIn);
-    return decoded.ok ? { keys: decoded.value.keys } : { error: decoded.reason };
+    const read = await readKeysOn(fd, timeoutMs);
+    if (read.ok) return { keys: read.keys };
+    const { result } = read;
+    return { error: result.status === Status.CHECK_CONDITION ? describeSense(result.sense) : `status 0x${result.status.toString(16)}` };
   } finally {
     fs.closeSync(fd);
   }

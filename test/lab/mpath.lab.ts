@@ -269,14 +269,68 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
     }
   });
 
+  /** Runs `body` with `device` offline in the kernel, then brings it back as an admin would (reinstating it if multipathd failed it). */
+  async function withPathOfflineDuring(device: string, body: () => Promise<void>, afterReturn: () => Promise<void>): Promise<void> {
+    const stateFile = `/sys/block/${short(device)}/device/state`;
+    try {
+      fs.writeFileSync(stateFile, 'offline\n');
+      await body();
+      fs.writeFileSync(stateFile, 'running\n');
+      if (mapPaths(topology.mpathName).find((p) => p.device === device)?.dmState === 'failed') multipathd(`reinstate path ${short(device)}`);
+      await afterReturn();
+    } finally {
+      if (fs.readFileSync(stateFile, 'utf8').trim() !== 'running') fs.writeFileSync(stateFile, 'running\n');
+      await resetLu();
+    }
+  }
+
+  it('a path offline during REGISTER gets the key from the daemon when it answers again, even where multipathd would not register it', async function () {
+    const describeKeys = () => `keys ${keysOn(pathA).map(hex).join(',') || 'none'}; paths ${JSON.stringify(mapPaths(topology.mpathName))}`;
+    await withPathOfflineDuring(
+      pathB,
+      async () => {
+        expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER with a path offline');
+        expect(keysOn(pathA), 'the answering nexus only').to.deep.equal([KEY_A]);
+        // Without a prkey multipathd registers no returning path (the state of a host without
+        // `reservation_key file`, or an outage too short for its checker): only the daemon can.
+        multipathd(`unsetprkey map ${topology.mpathName}`);
+      },
+      async () => {
+        await waitFor('the daemon to register the returning path', () => keysOn(pathA).length === 2, { timeoutMs: 30_000, intervalMs: 250, describe: describeKeys });
+        expect(keysOn(pathB)).to.deep.equal([KEY_A, KEY_A]);
+        expect(fs.readFileSync(ours!.log, 'utf8')).to.include('registered the key on paths that answer again');
+      },
+    );
+  });
+
+  it('a path offline during REGISTER stays unregistered when it returns after another node preempted our key (no un-fencing)', async function () {
+    const log = () => fs.readFileSync(ours!.log, 'utf8');
+    const seenBefore = log().split('registered nowhere now').length;
+    await withPathOfflineDuring(
+      pathB,
+      async () => {
+        expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER with a path offline');
+        run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-sark=${hex(KEY_B)}`, hostB.device]);
+        run('sg_persist', ['--out', '--no-inquiry', '--preempt', `--param-rk=${hex(KEY_B)}`, `--param-sark=${hex(KEY_A)}`, `--prout-type=${WE_RO}`, hostB.device]);
+        expect(keysOn(hostB.device), 'host B fenced us').to.deep.equal([KEY_B]);
+      },
+      async () => {
+        await waitFor('the daemon to see our key registered nowhere', () => log().split('registered nowhere now').length > seenBefore, { timeoutMs: 30_000, intervalMs: 250 });
+        for (const device of [...topology.pathDevices, hostB.device]) expect(keysOn(device), device).to.deep.equal([KEY_B]);
+      },
+    );
+  });
+
   it('REGISTER (key change) on a map registered on one path only: ours completes it, mpathpersist rolls back', async function () {
     const partial = async () => {
       await resetLu();
       expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
-      // pathA, the first path tried, loses its registration behind everyone's back (a
-      // target reset, say), so the guest's REGISTER meets RESERVATION CONFLICT there first.
-      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', pathA]);
-      expect(keysOn(pathB)).to.deep.equal([KEY_A]);
+      // The path the backend tries first (the map's paths in kernel-name order) loses its
+      // registration behind everyone's back (a target reset, say), so the guest's REGISTER
+      // meets RESERVATION CONFLICT there before another path accepts it.
+      const firstTried = [...topology.pathDevices].sort((x, y) => (short(x) < short(y) ? -1 : 1))[0];
+      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', firstTried]);
+      expect(keysOn(pathA)).to.deep.equal([KEY_A]);
     };
     await partial();
     const cli = run('mpathpersist', ['--out', '--register', `--param-rk=${hex(KEY_A)}`, `--param-sark=${hex(KEY_A2)}`, topology.mpathDevice], { allowFailure: true });
