@@ -325,11 +325,9 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
     const partial = async () => {
       await resetLu();
       expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
-      // The path the backend tries first (the map's paths in kernel-name order) loses its
-      // registration behind everyone's back (a target reset, say), so the guest's REGISTER
-      // meets RESERVATION CONFLICT there before another path accepts it.
-      const firstTried = [...topology.pathDevices].sort((x, y) => (short(x) < short(y) ? -1 : 1))[0];
-      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', firstTried]);
+      // pathB loses its registration behind everyone's back (a target reset, say), so the
+      // guest's REGISTER meets RESERVATION CONFLICT there while pathA accepts it.
+      run('sg_persist', ['--out', '--no-inquiry', '--register', `--param-rk=${hex(KEY_A)}`, '--param-sark=0', pathB]);
       expect(keysOn(pathA)).to.deep.equal([KEY_A]);
     };
     await partial();

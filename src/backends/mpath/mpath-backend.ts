@@ -50,7 +50,7 @@ import { mapName, type DevNumber, type TopologyRoots } from './map-topology';
 import { libraryFlags, planMpathCommand, type MpathPlan } from './mpath-plan';
 import { describeMpathResult, mpathResultToScsi } from './mpath-result';
 import { MpathWorkerClient, type MpathWorkerClientOptions, type WorkerLogger, type WorkerOutcome } from './mpath-worker-client';
-import { isTransportFailure, nexusesHolding, readKeysOn, readKeysOnEveryPath, registerIgnoreOn, sendOnPath, withOpenPaths, type OpenedPath } from './path-io';
+import { isTransportFailure, nexusesHolding, readKeysOn, readKeysOnPaths, registerIgnoreOn, sendOnPath, withOpenPaths, type OpenedPath } from './path-io';
 import { ReturningPathWatch, type ReturningPathWatchOptions, type WatchedRegistration } from './returning-paths';
 
 export interface MpathBackendOptions {
@@ -248,10 +248,9 @@ export class MpathBackend implements PrBackend {
 
   /**
    * REGISTER / REGISTER AND IGNORE, fanned out to every path over SG_IO. The guest's command
-   * goes unchanged to the paths in turn until one accepts it (a path whose nexus missed an
-   * earlier registration answers RESERVATION CONFLICT to a REGISTER the others accept; the
-   * next path decides). Every other path then gets REGISTER AND IGNORE with the new key,
-   * which is idempotent per nexus. A path that does not answer is left to multipathd (told
+   * goes unchanged to every path at once; a path whose nexus missed an earlier registration
+   * answers RESERVATION CONFLICT to a REGISTER that the others accept, and then gets REGISTER
+   * AND IGNORE with the new key. A path that does not answer is left to multipathd (told
    * the key first, as libmpathpersist does) and to the returning-path watch. A path that
    * refuses what another accepted rolls the ones that took it back, so the LU ends with the
    * new key everywhere or nowhere, and the reply says which.
@@ -263,34 +262,37 @@ export class MpathBackend implements PrBackend {
     this.returningPaths.cancel(mapId);
     const restoreMultipathd = await this.pointMultipathdAt(map, newKey === 0n ? null : { key: newKey, aptpl: plan.aptpl });
 
-    const fanOut = await withOpenPaths(rdev, this.roots, (paths) => this.fanOutRegistration(perScsiHostIf(plan.allTgPt, paths), cdb, dataOut, newKey, plan, flags));
-    if (fanOut.kind !== 'registered') {
-      await restoreMultipathd();
-      this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: fanOut.unreachable, rolledBackPaths: fanOut.kind === 'rolled-back' ? fanOut.rolledBack : undefined });
-      this.logger?.info(
-        { map, key: hex(newKey), outcome: fanOut.kind, unreachable: fanOut.unreachable, status: fanOut.result.status },
-        fanOut.kind === 'rolled-back' ? 'mpath: a path refused the registration the others took; rolled back on every path' : 'mpath: registration refused',
-      );
-      return fanOut.result;
-    }
+    return withOpenPaths(rdev, this.roots, async (paths) => {
+      const fanOut = await this.fanOutRegistration(perScsiHostIf(plan.allTgPt, paths), cdb, dataOut, newKey, plan, flags);
+      if (fanOut.kind !== 'registered') {
+        await restoreMultipathd();
+        this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: fanOut.unreachable, rolledBackPaths: fanOut.kind === 'rolled-back' ? fanOut.rolledBack : undefined });
+        this.logger?.info(
+          { map, key: hex(newKey), outcome: fanOut.kind, unreachable: fanOut.unreachable, status: fanOut.result.status },
+          fanOut.kind === 'rolled-back' ? 'mpath: a path refused the registration the others took; rolled back on every path' : 'mpath: registration refused',
+        );
+        return fanOut.result;
+      }
 
-    // The device said GOOD on each path; READ KEYS on each path checks that the nexuses agree.
-    let repair: PathRepair = { ok: true, repaired: [], unreachable: fanOut.unreachable };
-    if (!plan.allTgPt) {
-      repair = await this.makePathsAgree(rdev, newKey, flags, newKey === 0n ? plan.reservationKey : undefined);
+      // The device said GOOD on each path; READ KEYS on each path checks that the nexuses
+      // agree (with ALL_TG_PT the count is per target port, not per path, so it cannot).
+      // multipathd's prstatus is set meanwhile: it touches neither the paths nor the LU.
+      const [repair] = await Promise.all([
+        plan.allTgPt ? ({ ok: true, repaired: [], unreachable: [] } as PathRepair) : this.makePathsAgree(paths, newKey, flags, newKey === 0n ? plan.reservationKey : undefined),
+        this.setMultipathdPrStatus(map, newKey !== 0n),
+      ]);
       if (!repair.ok) {
         this.lastReport.set(map, { map, repairedPaths: repair.repaired, unreachablePaths: repair.unreachable });
         return repair.result;
       }
-    }
-    const unreachable = [...new Set([...fanOut.unreachable, ...repair.unreachable])];
-    this.lastReport.set(map, { map, registeredPaths: fanOut.registered, repairedPaths: repair.repaired, unreachablePaths: unreachable });
-    await this.setMultipathdPrStatus(map, newKey !== 0n);
-    if (newKey !== 0n && unreachable.length > 0 && !plan.allTgPt) {
-      this.logger?.warn({ map, key: hex(newKey), unreachable }, 'mpath: registered on every answering path; the others get the key when they answer again');
-      this.returningPaths.watch(mapId, { key: newKey, aptpl: plan.aptpl });
-    }
-    return good();
+      const unreachable = [...new Set([...fanOut.unreachable, ...repair.unreachable])];
+      this.lastReport.set(map, { map, registeredPaths: fanOut.registered, repairedPaths: repair.repaired, unreachablePaths: unreachable });
+      if (newKey !== 0n && unreachable.length > 0 && !plan.allTgPt) {
+        this.logger?.warn({ map, key: hex(newKey), unreachable }, 'mpath: registered on every answering path; the others get the key when they answer again');
+        this.returningPaths.watch(mapId, { key: newKey, aptpl: plan.aptpl });
+      }
+      return good();
+    });
   }
 
   private async fanOutRegistration(
@@ -301,54 +303,45 @@ export class MpathBackend implements PrBackend {
     plan: OutPlan,
     flags: { aptpl: boolean; allTgPt: boolean },
   ): Promise<RegistrationFanOut> {
-    const unreachable: string[] = [];
-    const others: (OpenedPath & { fd: number })[] = [];
-    let accepted: OpenedPath | undefined;
+    const unreachable = paths.filter((p) => p.fd === undefined).map((p) => p.path.name);
+    const open = paths.filter((p): p is OpenedPath & { fd: number } => p.fd !== undefined);
+    // The paths are independent nexuses, so the guest's command goes to all of them at once.
+    const first = await Promise.all(open.map(async (p) => ({ p, result: await sendOnPath(p.fd, cdb, dataOut, this.sgTimeoutMs) })));
+    const tookIt: (OpenedPath & { fd: number })[] = [];
+    const conflicted: (OpenedPath & { fd: number })[] = [];
+    let refusal: { path: string; result: ScsiResult } | undefined;
     let conflict: ScsiResult | undefined;
-    for (const p of paths) {
-      if (p.fd === undefined) {
-        unreachable.push(p.path.name);
-        continue;
-      }
-      if (accepted) {
-        others.push(p);
-        continue;
-      }
-      const result = await sendOnPath(p.fd, cdb, dataOut, this.sgTimeoutMs);
-      if (result.status === Status.GOOD) accepted = p;
+    for (const { p, result } of first) {
+      if (result.status === Status.GOOD) tookIt.push(p);
       else if (isTransportFailure(result)) unreachable.push(p.path.name);
       else if (result.status === Status.RESERVATION_CONFLICT) {
-        // A nexus that missed an earlier registration; if another path accepts, this one
-        // gets REGISTER AND IGNORE with the rest.
-        this.logger?.warn({ path: p.path.name }, 'mpath: REGISTER met RESERVATION CONFLICT on a path; trying the next path');
         conflict ??= result;
-        others.push(p);
-      } else {
-        // The device server refused the command itself (a bad field, APTPL unsupported):
-        // every path would, and nothing has changed anywhere.
-        return { kind: 'refused', result, unreachable };
+        conflicted.push(p);
+      } else refusal ??= { path: p.path.name, result };
+    }
+    if (tookIt.length === 0) {
+      // Refused everywhere (a bad field, APTPL unsupported, a key this initiator does not
+      // hold), or no path answered: nothing has changed on any nexus.
+      return { kind: 'refused', result: refusal?.result ?? conflict ?? checkCondition(Sense.LUN_COMMUNICATION_FAILURE), unreachable };
+    }
+    if (!refusal && conflicted.length > 0) {
+      // A REGISTER that one nexus refused and another accepted: the refusing nexus missed an
+      // earlier registration (a path that came back unregistered). It joins the others.
+      this.logger?.warn({ paths: conflicted.map((p) => p.path.name) }, 'mpath: REGISTER met RESERVATION CONFLICT on a path that another path accepted; registering it with REGISTER AND IGNORE');
+      const second = await Promise.all(conflicted.map(async (p) => ({ p, result: await registerIgnoreOn(p.fd, newKey, flags, this.sgTimeoutMs) })));
+      for (const { p, result } of second) {
+        if (result.status === Status.GOOD) tookIt.push(p);
+        else if (isTransportFailure(result)) unreachable.push(p.path.name);
+        else refusal ??= { path: p.path.name, result };
       }
     }
-    if (!accepted) {
-      return { kind: 'refused', result: conflict ?? checkCondition(Sense.LUN_COMMUNICATION_FAILURE), unreachable: paths.map((p) => p.path.name) };
-    }
-    const results = await Promise.all(others.map(async (p) => ({ p, result: await registerIgnoreOn(p.fd, newKey, flags, this.sgTimeoutMs) })));
-    const registered = [accepted.path.name];
-    const tookIt: number[] = [accepted.fd!];
-    let refusal: { path: string; result: ScsiResult } | undefined;
-    for (const { p, result } of results) {
-      if (result.status === Status.GOOD) {
-        registered.push(p.path.name);
-        tookIt.push(p.fd);
-      } else if (isTransportFailure(result)) unreachable.push(p.path.name);
-      else refusal ??= { path: p.path.name, result };
-    }
+    const registered = tookIt.map((p) => p.path.name);
     if (!refusal) return { kind: 'registered', registered, unreachable };
     // Back to the key the guest registered under (REGISTER names it), or to no registration
     // (REGISTER AND IGNORE does not say which key each nexus had).
     const previousKey = plan.serviceAction === PrOutAction.REGISTER ? plan.reservationKey : 0n;
-    this.logger?.error({ path: refusal.path, status: refusal.result.status, rollBackTo: hex(previousKey) }, 'mpath: a path refused REGISTER AND IGNORE that another path accepted');
-    await Promise.all(tookIt.map((fd) => registerIgnoreOn(fd, previousKey, flags, this.sgTimeoutMs)));
+    this.logger?.error({ path: refusal.path, status: refusal.result.status, rollBackTo: hex(previousKey) }, 'mpath: a path refused the registration that another path accepted');
+    await Promise.all(tookIt.map((p) => registerIgnoreOn(p.fd, previousKey, flags, this.sgTimeoutMs)));
     return { kind: 'rolled-back', result: refusal.result, rolledBack: registered, unreachable };
   }
 
@@ -356,19 +349,21 @@ export class MpathBackend implements PrBackend {
   private checkReturningPaths(rdev: DevNumber, registration: WatchedRegistration): Promise<'done' | 'waiting'> {
     return this.queue.run(this.mapId(rdev), async () => {
       const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
-      const { answering, unreachable } = await readKeysOnEveryPath(rdev, this.roots, this.sgTimeoutMs);
-      if (answering.length === 0) return unreachable.length === 0 ? 'done' : 'waiting';
-      const holding = nexusesHolding(answering, registration.key);
-      if (holding === 0) {
-        this.logger?.info({ map, key: hex(registration.key) }, 'mpath: the key is registered nowhere now (preempted or unregistered); returning paths stay unregistered');
-        return 'done';
-      }
-      if (holding < answering.length) {
-        const repair = await this.reRegisterEveryPath(rdev, registration.key, { aptpl: registration.aptpl, allTgPt: false });
-        this.logger?.info({ map, key: hex(registration.key), paths: repair.repaired, ok: repair.ok }, 'mpath: registered the key on paths that answer again');
-        if (!repair.ok) return 'waiting';
-      }
-      return unreachable.length === 0 ? 'done' : 'waiting';
+      return withOpenPaths(rdev, this.roots, async (paths) => {
+        const { answering, unreachable } = await readKeysOnPaths(paths, this.sgTimeoutMs);
+        if (answering.length === 0) return unreachable.length === 0 ? 'done' : 'waiting';
+        const holding = nexusesHolding(answering, registration.key);
+        if (holding === 0) {
+          this.logger?.info({ map, key: hex(registration.key) }, 'mpath: the key is registered nowhere now (preempted or unregistered); returning paths stay unregistered');
+          return 'done';
+        }
+        if (holding < answering.length) {
+          const repair = await this.reRegisterEveryPath(paths, registration.key, { aptpl: registration.aptpl, allTgPt: false });
+          this.logger?.info({ map, key: hex(registration.key), paths: repair.repaired, ok: repair.ok }, 'mpath: registered the key on paths that answer again');
+          if (!repair.ok) return 'waiting';
+        }
+        return unreachable.length === 0 ? 'done' : 'waiting';
+      });
     });
   }
 
@@ -430,7 +425,7 @@ export class MpathBackend implements PrBackend {
       const allRegistrants = before !== undefined && ALL_REGISTRANTS_TYPES.includes(before.type);
       if (selfPreempt || allRegistrants) {
         // The library sent it on one path, which removed the registrations of every other path.
-        repair = await this.reRegisterEveryPath(rdev, plan.reservationKey, { aptpl: plan.aptpl, allTgPt: plan.allTgPt });
+        repair = await withOpenPaths(rdev, this.roots, (paths) => this.reRegisterEveryPath(paths, plan.reservationKey, { aptpl: plan.aptpl, allTgPt: plan.allTgPt }));
         if (repair.ok) {
           await this.pointMultipathdAt(map, { key: plan.reservationKey, aptpl: plan.aptpl });
           await this.setMultipathdPrStatus(map, true);
@@ -492,8 +487,8 @@ export class MpathBackend implements PrBackend {
    * must no longer carry `oldKey`). If the counts do not add up, REGISTER AND IGNORE on every
    * answering path, which is idempotent per nexus.
    */
-  private async makePathsAgree(rdev: DevNumber, key: bigint, flags: { aptpl: boolean; allTgPt: boolean }, oldKey?: bigint): Promise<PathRepair> {
-    const { answering, unreachable, firstFailure } = await readKeysOnEveryPath(rdev, this.roots, this.sgTimeoutMs);
+  private async makePathsAgree(paths: readonly OpenedPath[], key: bigint, flags: { aptpl: boolean; allTgPt: boolean }, oldKey?: bigint): Promise<PathRepair> {
+    const { answering, unreachable, firstFailure } = await readKeysOnPaths(paths, this.sgTimeoutMs);
     if (answering.length === 0) {
       this.logger?.error({ paths: unreachable }, 'mpath: no path of the map answers READ KEYS after the registration');
       return { ok: false, result: firstFailure ?? checkCondition(Sense.LUN_COMMUNICATION_FAILURE), repaired: [], unreachable };
@@ -504,13 +499,13 @@ export class MpathBackend implements PrBackend {
       { key: hex(oldKey ?? key), onNexuses: nexusesHolding(answering, oldKey ?? key), answeringPaths: answering.map((a) => a.path.name) },
       oldKey === undefined ? 'mpath: not every answering path is registered after GOOD; registering each path' : 'mpath: the old key is still registered; unregistering each path',
     );
-    return this.reRegisterEveryPath(rdev, key, flags);
+    return this.reRegisterEveryPath(paths, key, flags);
   }
 
   /** REGISTER AND IGNORE EXISTING KEY with `key` (0 = unregister) on every path that answers. */
-  private async reRegisterEveryPath(rdev: DevNumber, key: bigint, flags: { aptpl: boolean; allTgPt: boolean }): Promise<PathRepair> {
-    const results = await withOpenPaths(rdev, this.roots, (paths) =>
-      Promise.all(paths.map(async (p) => ({ path: p.path, result: p.fd === undefined ? undefined : await registerIgnoreOn(p.fd, key, flags, this.sgTimeoutMs) }))),
+  private async reRegisterEveryPath(paths: readonly OpenedPath[], key: bigint, flags: { aptpl: boolean; allTgPt: boolean }): Promise<PathRepair> {
+    const results = await Promise.all(
+      paths.map(async (p) => ({ path: p.path, result: p.fd === undefined ? undefined : await registerIgnoreOn(p.fd, key, flags, this.sgTimeoutMs) })),
     );
     const repaired: string[] = [];
     const unreachable: string[] = [];
@@ -561,14 +556,17 @@ export class MpathBackend implements PrBackend {
     }
   }
 
-  /** multipathd registers reinstated paths only while the map's prstatus is set. */
+  /**
+   * multipathd registers reinstated paths only while the map's prstatus is set. Sent
+   * unconditionally: setprstatus/unsetprstatus are idempotent, and one round trip costs less
+   * than asking first.
+   */
   private async setMultipathdPrStatus(map: string, registered: boolean): Promise<void> {
     const mpd = this.multipathd;
     if (!mpd) return;
     try {
-      const status = await mpd.getPrStatus(map);
-      if (registered && status !== 'set') await mpd.setPrStatus(map);
-      if (!registered && status === 'set') await mpd.unsetPrStatus(map);
+      if (registered) await mpd.setPrStatus(map);
+      else await mpd.unsetPrStatus(map);
     } catch (err) {
       this.logger?.warn({ map, reason: (err as Error).message }, 'mpath: could not bring multipathd\'s prstatus in step; reinstated paths may stay unregistered');
     }

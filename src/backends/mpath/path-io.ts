@@ -81,26 +81,23 @@ export async function withOpenPaths<T>(rdev: DevNumber, roots: TopologyRoots, ta
   }
 }
 
-/** READ KEYS on every path: the key lists of the paths that answered, and the names of those that did not. */
-export async function readKeysOnEveryPath(
-  rdev: DevNumber,
-  roots: TopologyRoots,
+/** READ KEYS on every opened path, in parallel: the key lists of the paths that answered, and the names of those that did not. */
+export async function readKeysOnPaths(
+  paths: readonly OpenedPath[],
   timeoutMs: number,
 ): Promise<{ answering: { path: PathDevice; keys: bigint[] }[]; unreachable: string[]; firstFailure?: ScsiResult }> {
-  return withOpenPaths(rdev, roots, async (paths) => {
-    const reads = await Promise.all(paths.map(async (p) => ({ p, read: p.fd === undefined ? undefined : await readKeysOn(p.fd, timeoutMs) })));
-    const answering: { path: PathDevice; keys: bigint[] }[] = [];
-    const unreachable: string[] = [];
-    let firstFailure: ScsiResult | undefined;
-    for (const { p, read } of reads) {
-      if (read?.ok) answering.push({ path: p.path, keys: read.keys });
-      else {
-        unreachable.push(p.path.name);
-        if (read && !read.ok) firstFailure ??= read.result;
-      }
+  const reads = await Promise.all(paths.map(async (p) => ({ p, read: p.fd === undefined ? undefined : await readKeysOn(p.fd, timeoutMs) })));
+  const answering: { path: PathDevice; keys: bigint[] }[] = [];
+  const unreachable: string[] = [];
+  let firstFailure: ScsiResult | undefined;
+  for (const { p, read } of reads) {
+    if (read?.ok) answering.push({ path: p.path, keys: read.keys });
+    else {
+      unreachable.push(p.path.name);
+      if (read && !read.ok) firstFailure ??= read.result;
     }
-    return { answering, unreachable, firstFailure };
-  });
+  }
+  return { answering, unreachable, firstFailure };
 }
 
 /** How many nexuses hold `key`, as the answering paths see it (the list is per LU; the smallest count is trusted). */
