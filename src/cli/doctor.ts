@@ -16,7 +16,7 @@ import * as path from 'path';
 import { readHostReservationKeySetting } from '../backends/mpath/mpath-backend';
 import { MpathWorkerClient } from '../backends/mpath/mpath-worker-client';
 import { mapName, mapPaths, parseDevNumber, pathNode, type DevNumber, type TopologyRoots } from '../backends/mpath/map-topology';
-import { readKeysOn } from '../backends/mpath/path-io';
+import { PathIo } from '../backends/mpath/path-io';
 import type { MultipathdClient } from '../multipathd/client';
 import type { ReservationKeySetting } from '../multipathd/multipath-conf';
 import { Status } from '../scsi/constants';
@@ -99,7 +99,7 @@ async function readKeysOnPath(node: string, timeoutMs: number): Promise<{ keys?:
     return { error: (err as Error).message };
   }
   try {
-    const read = await readKeysOn(fd, timeoutMs);
+    const read = await new PathIo({ timeoutMs }).readKeys(fd);
     if (read.ok) return { keys: read.keys };
     const { result } = read;
     return { error: result.status === Status.CHECK_CONDITION ? describeSense(result.sense) : `status 0x${result.status.toString(16)}` };

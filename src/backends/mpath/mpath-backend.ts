@@ -50,7 +50,7 @@ import { mapName, type DevNumber, type TopologyRoots } from './map-topology';
 import { libraryFlags, planMpathCommand, type MpathPlan } from './mpath-plan';
 import { describeMpathResult, mpathResultToScsi } from './mpath-result';
 import { MpathWorkerClient, type MpathWorkerClientOptions, type WorkerLogger, type WorkerOutcome } from './mpath-worker-client';
-import { isTransportFailure, nexusesHolding, readKeysOn, readKeysOnPaths, registerIgnoreOn, sendOnPath, withOpenPaths, type OpenedPath } from './path-io';
+import { isTransportFailure, nexusesHolding, PathIo, type OpenedPath, type PathTransport } from './path-io';
 import { ReturningPathWatch, type ReturningPathWatchOptions, type WatchedRegistration } from './returning-paths';
 
 export interface MpathBackendOptions {
@@ -69,6 +69,8 @@ export interface MpathBackendOptions {
   readonly returningPaths?: Pick<ReturningPathWatchOptions, 'intervalMs' | 'maxIntervalMs'>;
   /** Tests only. */
   readonly roots?: TopologyRoots;
+  /** Tests only: a fake in place of SG_IO on the paths, for faults a real LU cannot produce on demand. */
+  readonly pathTransport?: PathTransport;
 }
 
 /** What the backend did beyond the library call, for tests and the audit log. */
@@ -136,6 +138,7 @@ export class MpathBackend implements PrBackend {
   private readonly queue = new DeviceQueue();
   private closed = false;
   private readonly returningPaths: ReturningPathWatch;
+  private readonly paths: PathIo;
   /** The report of the last command per map, for tests and diagnostics. */
   readonly lastReport = new Map<string, MpathCommandReport>();
 
@@ -147,6 +150,7 @@ export class MpathBackend implements PrBackend {
     this.sgTimeoutMs = options.sgTimeoutMs ?? DEFAULT_SG_TIMEOUT_MS;
     this.verbosity = options.libraryVerbosity ?? 2;
     this.roots = options.roots ?? {};
+    this.paths = new PathIo({ timeoutMs: this.sgTimeoutMs, roots: this.roots, transport: options.pathTransport });
     this.reservationKeySetting = options.reservationKeySetting ?? readHostReservationKeySetting();
     this.returningPaths = new ReturningPathWatch((mapId, registration) => this.checkReturningPaths(parseMapId(mapId), registration), {
       ...options.returningPaths,
@@ -262,7 +266,7 @@ export class MpathBackend implements PrBackend {
     this.returningPaths.cancel(mapId);
     const restoreMultipathd = await this.pointMultipathdAt(map, newKey === 0n ? null : { key: newKey, aptpl: plan.aptpl });
 
-    return withOpenPaths(rdev, this.roots, async (paths) => {
+    return this.paths.withOpenPaths(rdev, async (paths) => {
       const fanOut = await this.fanOutRegistration(perScsiHostIf(plan.allTgPt, paths), cdb, dataOut, newKey, plan, flags);
       if (fanOut.kind !== 'registered') {
         await restoreMultipathd();
@@ -306,7 +310,7 @@ export class MpathBackend implements PrBackend {
     const unreachable = paths.filter((p) => p.fd === undefined).map((p) => p.path.name);
     const open = paths.filter((p): p is OpenedPath & { fd: number } => p.fd !== undefined);
     // The paths are independent nexuses, so the guest's command goes to all of them at once.
-    const first = await Promise.all(open.map(async (p) => ({ p, result: await sendOnPath(p.fd, cdb, dataOut, this.sgTimeoutMs) })));
+    const first = await Promise.all(open.map(async (p) => ({ p, result: await this.paths.send(p.fd, cdb, dataOut) })));
     const tookIt: (OpenedPath & { fd: number })[] = [];
     const conflicted: (OpenedPath & { fd: number })[] = [];
     let refusal: { path: string; result: ScsiResult } | undefined;
@@ -328,7 +332,7 @@ export class MpathBackend implements PrBackend {
       // A REGISTER that one nexus refused and another accepted: the refusing nexus missed an
       // earlier registration (a path that came back unregistered). It joins the others.
       this.logger?.warn({ paths: conflicted.map((p) => p.path.name) }, 'mpath: REGISTER met RESERVATION CONFLICT on a path that another path accepted; registering it with REGISTER AND IGNORE');
-      const second = await Promise.all(conflicted.map(async (p) => ({ p, result: await registerIgnoreOn(p.fd, newKey, flags, this.sgTimeoutMs) })));
+      const second = await Promise.all(conflicted.map(async (p) => ({ p, result: await this.paths.registerIgnore(p.fd, newKey, flags) })));
       for (const { p, result } of second) {
         if (result.status === Status.GOOD) tookIt.push(p);
         else if (isTransportFailure(result)) unreachable.push(p.path.name);
@@ -341,7 +345,7 @@ export class MpathBackend implements PrBackend {
     // (REGISTER AND IGNORE does not say which key each nexus had).
     const previousKey = plan.serviceAction === PrOutAction.REGISTER ? plan.reservationKey : 0n;
     this.logger?.error({ path: refusal.path, status: refusal.result.status, rollBackTo: hex(previousKey) }, 'mpath: a path refused the registration that another path accepted');
-    await Promise.all(tookIt.map((p) => registerIgnoreOn(p.fd, previousKey, flags, this.sgTimeoutMs)));
+    await Promise.all(tookIt.map((p) => this.paths.registerIgnore(p.fd, previousKey, flags)));
     return { kind: 'rolled-back', result: refusal.result, rolledBack: registered, unreachable };
   }
 
@@ -349,8 +353,8 @@ export class MpathBackend implements PrBackend {
   private checkReturningPaths(rdev: DevNumber, registration: WatchedRegistration): Promise<'done' | 'waiting'> {
     return this.queue.run(this.mapId(rdev), async () => {
       const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
-      return withOpenPaths(rdev, this.roots, async (paths) => {
-        const { answering, unreachable } = await readKeysOnPaths(paths, this.sgTimeoutMs);
+      return this.paths.withOpenPaths(rdev, async (paths) => {
+        const { answering, unreachable } = await this.paths.readKeysOnPaths(paths);
         if (answering.length === 0) return unreachable.length === 0 ? 'done' : 'waiting';
         const holding = nexusesHolding(answering, registration.key);
         if (holding === 0) {
@@ -387,7 +391,7 @@ export class MpathBackend implements PrBackend {
       if (!holdsIt) {
         // SPC-4 RELEASE: no reservation, or one held by another nexus → nothing to release;
         // only an unregistered I_T nexus gets RESERVATION CONFLICT.
-        const keys = await readKeysOn(device.fd, this.sgTimeoutMs);
+        const keys = await this.paths.readKeys(device.fd);
         if (!keys.ok) return keys.result;
         const registered = keys.keys.includes(plan.reservationKey);
         this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: [], releaseShortCircuited: true });
@@ -425,7 +429,7 @@ export class MpathBackend implements PrBackend {
       const allRegistrants = before !== undefined && ALL_REGISTRANTS_TYPES.includes(before.type);
       if (selfPreempt || allRegistrants) {
         // The library sent it on one path, which removed the registrations of every other path.
-        repair = await withOpenPaths(rdev, this.roots, (paths) => this.reRegisterEveryPath(paths, plan.reservationKey, { aptpl: plan.aptpl, allTgPt: plan.allTgPt }));
+        repair = await this.paths.withOpenPaths(rdev, (paths) => this.reRegisterEveryPath(paths, plan.reservationKey, { aptpl: plan.aptpl, allTgPt: plan.allTgPt }));
         if (repair.ok) {
           await this.pointMultipathdAt(map, { key: plan.reservationKey, aptpl: plan.aptpl });
           await this.setMultipathdPrStatus(map, true);
@@ -488,7 +492,7 @@ export class MpathBackend implements PrBackend {
    * answering path, which is idempotent per nexus.
    */
   private async makePathsAgree(paths: readonly OpenedPath[], key: bigint, flags: { aptpl: boolean; allTgPt: boolean }, oldKey?: bigint): Promise<PathRepair> {
-    const { answering, unreachable, firstFailure } = await readKeysOnPaths(paths, this.sgTimeoutMs);
+    const { answering, unreachable, firstFailure } = await this.paths.readKeysOnPaths(paths);
     if (answering.length === 0) {
       this.logger?.error({ paths: unreachable }, 'mpath: no path of the map answers READ KEYS after the registration');
       return { ok: false, result: firstFailure ?? checkCondition(Sense.LUN_COMMUNICATION_FAILURE), repaired: [], unreachable };
@@ -505,7 +509,7 @@ export class MpathBackend implements PrBackend {
   /** REGISTER AND IGNORE EXISTING KEY with `key` (0 = unregister) on every path that answers. */
   private async reRegisterEveryPath(paths: readonly OpenedPath[], key: bigint, flags: { aptpl: boolean; allTgPt: boolean }): Promise<PathRepair> {
     const results = await Promise.all(
-      paths.map(async (p) => ({ path: p.path, result: p.fd === undefined ? undefined : await registerIgnoreOn(p.fd, key, flags, this.sgTimeoutMs) })),
+      paths.map(async (p) => ({ path: p.path, result: p.fd === undefined ? undefined : await this.paths.registerIgnore(p.fd, key, flags) })),
     );
     const repaired: string[] = [];
     const unreachable: string[] = [];

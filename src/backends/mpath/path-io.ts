@@ -39,65 +39,91 @@ export function isTransportFailure(result: ScsiResult): boolean {
   return result.sense.length <= 2 || senseKey(result.sense) === 0x0b;
 }
 
-/** Sends one PR CDB; a unit attention (reported once per nexus, e.g. "registrations preempted") is retried once. */
-export async function sendOnPath(fd: number, cdb: Uint8Array, dataOut: Uint8Array, timeoutMs: number): Promise<ScsiResult> {
-  let { result } = await passThroughPr(fd, cdb, dataOut, timeoutMs);
-  if (isUnitAttention(result)) ({ result } = await passThroughPr(fd, cdb, dataOut, timeoutMs));
-  return result;
+/** How a command reaches one path: SG_IO on the path's node, or a fake in tests. */
+export interface PathTransport {
+  /** Opens the path's node; throws when it cannot (a path that is offline or gone). */
+  open(path: PathDevice, roots: TopologyRoots): number;
+  close(fd: number): void;
+  send(fd: number, cdb: Uint8Array, dataOut: Uint8Array, timeoutMs: number): Promise<ScsiResult>;
 }
 
-export async function readKeysOn(fd: number, timeoutMs: number): Promise<KeysRead> {
-  const result = await sendOnPath(fd, encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL }), new Uint8Array(0), timeoutMs);
-  if (result.status !== Status.GOOD) return { ok: false, result };
-  const decoded = decodeReadKeys(result.dataIn);
-  if (!decoded.ok) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
-  return { ok: true, keys: decoded.value.keys };
+export const sgIoPathTransport: PathTransport = {
+  // Root (CAP_SYS_RAWIO) may send PR IN/OUT over SG_IO on a read-only fd; O_NONBLOCK keeps
+  // the open from waiting on a path that is going away.
+  open: (path, roots) => fs.openSync(pathNode(path, roots), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK),
+  close: (fd) => fs.closeSync(fd),
+  send: async (fd, cdb, dataOut, timeoutMs) => (await passThroughPr(fd, cdb, dataOut, timeoutMs)).result,
+};
+
+export interface PathIoOptions {
+  readonly timeoutMs: number;
+  readonly roots?: TopologyRoots;
+  readonly transport?: PathTransport;
 }
 
-/** REGISTER AND IGNORE EXISTING KEY with `key` (0 unregisters) on one nexus. */
-export function registerIgnoreOn(fd: number, key: bigint, flags: { aptpl: boolean; allTgPt: boolean }, timeoutMs: number): Promise<ScsiResult> {
-  const dataOut = encodePrOutParameters({ reservationKey: 0n, serviceActionKey: key, specIPT: false, allTgPt: flags.allTgPt, aptpl: flags.aptpl, transportIds: [] });
-  const cdb = encodePrOutCdb({ action: PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY, parameterListLength: dataOut.length });
-  return sendOnPath(fd, cdb, dataOut, timeoutMs);
-}
+export class PathIo {
+  private readonly timeoutMs: number;
+  private readonly roots: TopologyRoots;
+  private readonly transport: PathTransport;
 
-/**
- * Opens every path of the map and runs `task` with them, closing them after. Root
- * (CAP_SYS_RAWIO) may send PR IN/OUT over SG_IO on a read-only fd; O_NONBLOCK keeps the open
- * from waiting on a path that is going away.
- */
-export async function withOpenPaths<T>(rdev: DevNumber, roots: TopologyRoots, task: (paths: readonly OpenedPath[]) => Promise<T>): Promise<T> {
-  const opened: OpenedPath[] = mapPaths(rdev, roots).map((path) => {
+  constructor(options: PathIoOptions) {
+    this.timeoutMs = options.timeoutMs;
+    this.roots = options.roots ?? {};
+    this.transport = options.transport ?? sgIoPathTransport;
+  }
+
+  /** Sends one PR CDB; a unit attention (reported once per nexus, e.g. "registrations preempted") is retried once. */
+  async send(fd: number, cdb: Uint8Array, dataOut: Uint8Array): Promise<ScsiResult> {
+    const result = await this.transport.send(fd, cdb, dataOut, this.timeoutMs);
+    return isUnitAttention(result) ? this.transport.send(fd, cdb, dataOut, this.timeoutMs) : result;
+  }
+
+  async readKeys(fd: number): Promise<KeysRead> {
+    const result = await this.send(fd, encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL }), new Uint8Array(0));
+    if (result.status !== Status.GOOD) return { ok: false, result };
+    const decoded = decodeReadKeys(result.dataIn);
+    if (!decoded.ok) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
+    return { ok: true, keys: decoded.value.keys };
+  }
+
+  /** REGISTER AND IGNORE EXISTING KEY with `key` (0 unregisters) on one nexus. */
+  registerIgnore(fd: number, key: bigint, flags: { aptpl: boolean; allTgPt: boolean }): Promise<ScsiResult> {
+    const dataOut = encodePrOutParameters({ reservationKey: 0n, serviceActionKey: key, specIPT: false, allTgPt: flags.allTgPt, aptpl: flags.aptpl, transportIds: [] });
+    const cdb = encodePrOutCdb({ action: PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY, parameterListLength: dataOut.length });
+    return this.send(fd, cdb, dataOut);
+  }
+
+  /** Opens every path of the map and runs `task` with them, closing them after. */
+  async withOpenPaths<T>(rdev: DevNumber, task: (paths: readonly OpenedPath[]) => Promise<T>): Promise<T> {
+    const opened: OpenedPath[] = mapPaths(rdev, this.roots).map((path) => {
+      try {
+        return { path, fd: this.transport.open(path, this.roots) };
+      } catch (err) {
+        return { path, openError: (err as Error).message };
+      }
+    });
     try {
-      return { path, fd: fs.openSync(pathNode(path, roots), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK) };
-    } catch (err) {
-      return { path, openError: (err as Error).message };
+      return await task(opened);
+    } finally {
+      for (const p of opened) if (p.fd !== undefined) this.transport.close(p.fd);
     }
-  });
-  try {
-    return await task(opened);
-  } finally {
-    for (const p of opened) if (p.fd !== undefined) fs.closeSync(p.fd);
   }
-}
 
-/** READ KEYS on every opened path, in parallel: the key lists of the paths that answered, and the names of those that did not. */
-export async function readKeysOnPaths(
-  paths: readonly OpenedPath[],
-  timeoutMs: number,
-): Promise<{ answering: { path: PathDevice; keys: bigint[] }[]; unreachable: string[]; firstFailure?: ScsiResult }> {
-  const reads = await Promise.all(paths.map(async (p) => ({ p, read: p.fd === undefined ? undefined : await readKeysOn(p.fd, timeoutMs) })));
-  const answering: { path: PathDevice; keys: bigint[] }[] = [];
-  const unreachable: string[] = [];
-  let firstFailure: ScsiResult | undefined;
-  for (const { p, read } of reads) {
-    if (read?.ok) answering.push({ path: p.path, keys: read.keys });
-    else {
-      unreachable.push(p.path.name);
-      if (read && !read.ok) firstFailure ??= read.result;
+  /** READ KEYS on every opened path, in parallel: the key lists of the paths that answered, and the names of those that did not. */
+  async readKeysOnPaths(paths: readonly OpenedPath[]): Promise<{ answering: { path: PathDevice; keys: bigint[] }[]; unreachable: string[]; firstFailure?: ScsiResult }> {
+    const reads = await Promise.all(paths.map(async (p) => ({ p, read: p.fd === undefined ? undefined : await this.readKeys(p.fd) })));
+    const answering: { path: PathDevice; keys: bigint[] }[] = [];
+    const unreachable: string[] = [];
+    let firstFailure: ScsiResult | undefined;
+    for (const { p, read } of reads) {
+      if (read?.ok) answering.push({ path: p.path, keys: read.keys });
+      else {
+        unreachable.push(p.path.name);
+        if (read && !read.ok) firstFailure ??= read.result;
+      }
     }
+    return { answering, unreachable, firstFailure };
   }
-  return { answering, unreachable, firstFailure };
 }
 
 /** How many nexuses hold `key`, as the answering paths see it (the list is per LU; the smallest count is trusted). */

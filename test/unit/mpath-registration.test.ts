@@ -1,0 +1,215 @@
+// The mpath backend's REGISTER fan-out and returning-path watch, path by path, against a
+// FAKE SAN: the logical unit is our own SPC-4 engine (src/engine) and each path of the map
+// is one I_T nexus of it. The fake exists for the faults a real LU cannot produce on demand
+// (one path refusing what another accepts, a path that cannot be opened exactly during one
+// command); test/lab/mpath.lab.ts runs the same code against LIO and dm-multipath.
+
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { DeviceHandle } from '../../src/backends/backend';
+import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
+import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
+import type { PathTransport } from '../../src/backends/mpath/path-io';
+import { buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
+import { defaultEngineOptions, execute } from '../../src/engine/engine';
+import { initialState, type Nexus, type PrState } from '../../src/engine/state';
+import { Status } from '../../src/scsi/constants';
+import { checkCondition, describeSense, Sense, senseMatches, type ScsiResult } from '../../src/scsi/sense';
+
+const PATHS = { sdx: { dev: '8:16', targetPort: 1 }, sdy: { dev: '8:32', targetPort: 2 } } as const;
+type PathName = keyof typeof PATHS;
+const OUR_INITIATOR = { protocol: 'sas', sasAddress: 0x5001405aa0000001n } as const;
+const OTHER_HOST: Nexus = { initiator: { protocol: 'sas', sasAddress: 0x5001405bb0000001n }, targetPort: 1 };
+const K1 = 0xa1n;
+const K2 = 0xa2n;
+
+/** FAKE SAN: the engine is the LU; each fake path is our initiator on its own target port. */
+class FakeSan {
+  state: PrState = initialState();
+  readonly options = defaultEngineOptions([1, 2]);
+  /** Paths whose node cannot be opened (offline, removed). */
+  readonly offline = new Set<string>();
+  /** Paths that answer every PR OUT with this instead of executing it. */
+  readonly refusing = new Map<string, ScsiResult>();
+  /** Every PR OUT that reached a path, as "path:service action". */
+  readonly sent: string[] = [];
+  private readonly open = new Map<number, PathName>();
+  private nextFd = 1000;
+
+  readonly transport: PathTransport = {
+    open: (device) => {
+      if (this.offline.has(device.name)) throw new Error(`open /dev/${device.name}: No such device or address`);
+      const fd = this.nextFd++;
+      this.open.set(fd, device.name as PathName);
+      return fd;
+    },
+    close: (fd) => {
+      this.open.delete(fd);
+    },
+    send: async (fd, cdb, dataOut) => {
+      const name = this.open.get(fd);
+      if (!name) throw new Error(`fd ${fd} is not an open path`);
+      if (cdb[0] === 0x5f) this.sent.push(`${name}:${cdb[1] & 0x1f}`);
+      const refusal = cdb[0] === 0x5f ? this.refusing.get(name) : undefined;
+      if (refusal) return refusal;
+      return this.run(this.nexus(name), cdb, dataOut);
+    },
+  };
+
+  nexus(name: PathName): Nexus {
+    return { initiator: OUR_INITIATOR, targetPort: PATHS[name].targetPort };
+  }
+
+  run(nexus: Nexus, cdb: Uint8Array, dataOut: Uint8Array): ScsiResult {
+    const outcome = execute(this.state, nexus, cdb, dataOut, this.options);
+    this.state = outcome.state;
+    return outcome.result;
+  }
+
+  out(nexus: Nexus, request: PrOutRequest): ScsiResult {
+    const { cdb, dataOut } = buildPrOut(request);
+    return this.run(nexus, cdb, dataOut);
+  }
+
+  /** The key our initiator holds through `name`, if registered there. */
+  keyOn(name: PathName): bigint | undefined {
+    return this.state.registrations.find((r) => r.targetPort === PATHS[name].targetPort && r.initiator.protocol === 'sas' && r.initiator.sasAddress === OUR_INITIATOR.sasAddress)?.key;
+  }
+}
+
+function until(what: string, predicate: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const poll = () => {
+      if (predicate()) return resolve();
+      if (Date.now() - started > timeoutMs) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(poll, 5);
+    };
+    poll();
+  });
+}
+
+describe('mpath REGISTER fan-out and returning paths (FAKE SAN: the SPC-4 engine as the LU, one nexus per path)', function () {
+  let dir: string;
+  let san: FakeSan;
+  let backend: MpathBackend;
+  let handle: DeviceHandle;
+  const messages: string[] = [];
+  const sink = (_obj: unknown, msg?: string) => {
+    messages.push(msg ?? '');
+  };
+  const logger = { debug: sink, info: sink, warn: sink, error: sink } as unknown as WorkerLogger;
+  const register = (request: PrOutRequest) => {
+    const { cdb, dataOut } = buildPrOut(request);
+    return backend.execute(handle, cdb, dataOut);
+  };
+  const report = () => backend.lastReport.get('mpathf');
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-registration-test-'));
+    const map = path.join(dir, 'sys/dev/block/253:9');
+    fs.mkdirSync(path.join(map, 'dm'), { recursive: true });
+    fs.writeFileSync(path.join(map, 'dm/name'), 'mpathf\n');
+    for (const [name, { dev }] of Object.entries(PATHS)) {
+      fs.mkdirSync(path.join(map, 'slaves', name), { recursive: true });
+      fs.mkdirSync(path.join(dir, 'sys/class/block', name), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'sys/class/block', name, 'dev'), `${dev}\n`);
+    }
+    fs.writeFileSync(path.join(dir, 'map'), '');
+    handle = { fd: fs.openSync(path.join(dir, 'map'), 'r+'), path: '/dev/mapper/mpathf', writable: true, rdev: { major: 253, minor: 9 } };
+  });
+  after(() => {
+    fs.closeSync(handle.fd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  beforeEach(() => {
+    san = new FakeSan();
+    messages.length = 0;
+    backend = new MpathBackend({
+      logger,
+      multipathd: null,
+      reservationKeySetting: { source: 'file' },
+      roots: { sysfs: path.join(dir, 'sys'), dev: path.join(dir, 'dev') },
+      pathTransport: san.transport,
+      returningPaths: { intervalMs: 10, maxIntervalMs: 20 },
+    });
+  });
+  afterEach(() => backend.close());
+
+  it('REGISTER AND IGNORE reaches every path, and GOOD comes with the key on each nexus', async function () {
+    const result = await register({ action: 'register-ignore', serviceActionKey: K1 });
+    expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
+    expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, K1]);
+    expect(report()?.registeredPaths).to.have.members(['sdx', 'sdy']);
+    expect(report()?.unreachablePaths).to.deep.equal([]);
+  });
+
+  it('a REGISTER one nexus refuses (it missed the earlier registration) and another accepts ends with the new key on both', async function () {
+    san.out(san.nexus('sdx'), { action: 'register', serviceActionKey: K1 });
+    const result = await register({ action: 'register', reservationKey: K1, serviceActionKey: K2 });
+    expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
+    expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K2, K2]);
+    expect(san.sent, 'the conflicting path got REGISTER AND IGNORE').to.include('sdy:6');
+  });
+
+  it('a path that refuses what another accepted: the others are rolled back and the refusal is the reply', async function () {
+    san.out(san.nexus('sdx'), { action: 'register', serviceActionKey: K1 });
+    san.out(san.nexus('sdy'), { action: 'register', serviceActionKey: K1 });
+    san.refusing.set('sdy', checkCondition(Sense.INVALID_FIELD_IN_PARAMETER_LIST));
+    const result = await register({ action: 'register', reservationKey: K1, serviceActionKey: K2 });
+    expect(senseMatches(result.sense, Sense.INVALID_FIELD_IN_PARAMETER_LIST), describeSense(result.sense)).to.equal(true);
+    expect([san.keyOn('sdx'), san.keyOn('sdy')], 'back to the key the guest registered under').to.deep.equal([K1, K1]);
+    expect(report()?.rolledBackPaths).to.deep.equal(['sdx']);
+  });
+
+  it('a REGISTER every path refuses changes nothing and answers what the device said', async function () {
+    san.out(san.nexus('sdx'), { action: 'register', serviceActionKey: K1 });
+    san.out(san.nexus('sdy'), { action: 'register', serviceActionKey: K1 });
+    const result = await register({ action: 'register', reservationKey: K2, serviceActionKey: 0xa3n });
+    expect(result.status).to.equal(Status.RESERVATION_CONFLICT);
+    expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, K1]);
+  });
+
+  it('never answers GOOD when no path can be reached', async function () {
+    san.offline.add('sdx');
+    san.offline.add('sdy');
+    const result = await register({ action: 'register-ignore', serviceActionKey: K1 });
+    expect(result.status).to.not.equal(Status.GOOD);
+    expect(san.state.registrations).to.deep.equal([]);
+  });
+
+  it('a path that cannot be opened during REGISTER gets the key once it opens again', async function () {
+    san.offline.add('sdy');
+    const result = await register({ action: 'register-ignore', serviceActionKey: K1 });
+    expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
+    expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, undefined]);
+    expect(report()?.unreachablePaths).to.deep.equal(['sdy']);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(san.keyOn('sdy'), 'not while it is still down').to.equal(undefined);
+    san.offline.delete('sdy');
+    await until('sdy registered by the watch', () => san.keyOn('sdy') === K1);
+    expect(messages).to.include('mpath: registered the key on paths that answer again');
+  });
+
+  it('a returning path is not registered once another node has preempted the key (no un-fencing)', async function () {
+    san.offline.add('sdy');
+    expect((await register({ action: 'register-ignore', serviceActionKey: K1 })).status).to.equal(Status.GOOD);
+    expect(san.out(OTHER_HOST, { action: 'register', serviceActionKey: 0xb1n }).status).to.equal(Status.GOOD);
+    expect(san.out(OTHER_HOST, { action: 'preempt', reservationKey: 0xb1n, serviceActionKey: K1, type: 5 }).status).to.equal(Status.GOOD);
+    san.offline.delete('sdy');
+    await until('the watch to give up', () => messages.some((m) => m.includes('registered nowhere now')));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([undefined, undefined]);
+  });
+
+  it('a later registration replaces the watched key, and unregistering ends the watch', async function () {
+    san.offline.add('sdy');
+    expect((await register({ action: 'register-ignore', serviceActionKey: K1 })).status).to.equal(Status.GOOD);
+    expect((await register({ action: 'register-ignore', serviceActionKey: 0n })).status).to.equal(Status.GOOD);
+    san.offline.delete('sdy');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(san.state.registrations, 'nothing registered behind the guest\'s back').to.deep.equal([]);
+  });
+});
