@@ -487,6 +487,26 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
     for (const device of topology.pathDevices) expect(keysOn(device), device).to.deep.equal([]);
   });
 
+  it('PR IN answers while every path is failed under queue_if_no_path (SG_IO on the map would hang)', async function () {
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    run('dmsetup', ['message', topology.mpathName, '0', 'queue_if_no_path']);
+    try {
+      for (const device of topology.pathDevices) multipathd(`fail path ${short(device)}`);
+      await waitFor('every path failed in the map', () => mapPaths(topology.mpathName).every((p) => p.dmState === 'failed'), { timeoutMs: 10_000 });
+      // What SG_IO on the map does now: the kernel retries the dm ioctl until a path returns.
+      const onMap = run('timeout', ['-s', 'KILL', '3', 'sg_persist', '--in', '--no-inquiry', '--read-keys', topology.mpathDevice], { allowFailure: true });
+      expect(onMap.status, `sg_persist on the map: ${onMap.stdout}${onMap.stderr}`).to.equal(137);
+      const reply = await timed('read-keys', ours!, buildPrIn(PrInAction.READ_KEYS));
+      expectGood(reply, 'READ KEYS with every path failed');
+      const decoded = decodeReadKeys(reply.data);
+      expect(decoded.ok && decoded.value.keys).to.deep.equal([KEY_A, KEY_A]);
+      const status = await timed('read-reservation', ours!, buildPrIn(PrInAction.READ_RESERVATION));
+      expectGood(status, 'READ RESERVATION with every path failed');
+    } finally {
+      run('dmsetup', ['message', topology.mpathName, '0', 'fail_if_no_path'], { allowFailure: true });
+    }
+  });
+
   it('refuses READ FULL STATUS? no: answers it by SG_IO with every registrant', async function () {
     expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
     const reply = await timed('read-full-status', ours!, buildPrIn(PrInAction.READ_FULL_STATUS));

@@ -94,7 +94,7 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
   });
   afterEach(() => backend.close());
 
-  it('hands READ KEYS to the library when SG_IO on the map fails, with the map\'s dev_t and path, and returns its wire bytes', async function () {
+  it('hands READ KEYS to the library when no path answers, with the map\'s dev_t and path, and returns its wire bytes', async function () {
     const result = await backend.execute(handle, buildPrIn(PrInAction.READ_KEYS, 16), new Uint8Array(0));
     expect(result.status).to.equal(Status.GOOD);
     expect(result.dataIn.toString('hex')).to.equal('00000007000000080000000000000abc');

@@ -12,10 +12,11 @@ import type { DeviceHandle } from '../../src/backends/backend';
 import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
 import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
 import type { PathTransport } from '../../src/backends/mpath/path-io';
-import { buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
+import { buildPrIn, buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
 import { defaultEngineOptions, execute } from '../../src/engine/engine';
 import { initialState, type Nexus, type PrState } from '../../src/engine/state';
-import { Status } from '../../src/scsi/constants';
+import { PrInAction, Status } from '../../src/scsi/constants';
+import { decodeReadKeys } from '../../src/scsi/pr-in-data';
 import { checkCondition, describeSense, Sense, senseMatches, type ScsiResult } from '../../src/scsi/sense';
 
 const PATHS = { sdx: { dev: '8:16', targetPort: 1 }, sdy: { dev: '8:32', targetPort: 2 } } as const;
@@ -91,7 +92,7 @@ function until(what: string, predicate: () => boolean, timeoutMs = 5_000): Promi
   });
 }
 
-describe('mpath REGISTER fan-out and returning paths (FAKE SAN: the SPC-4 engine as the LU, one nexus per path)', function () {
+describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN: the SPC-4 engine as the LU, one nexus per path)', function () {
   let dir: string;
   let san: FakeSan;
   let backend: MpathBackend;
@@ -202,6 +203,30 @@ describe('mpath REGISTER fan-out and returning paths (FAKE SAN: the SPC-4 engine
     await until('the watch to give up', () => messages.some((m) => m.includes('registered nowhere now')));
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([undefined, undefined]);
+  });
+
+  it('PR IN is answered by the first path that answers, never by the map (whose SG_IO can hang under queue_if_no_path)', async function () {
+    san.out(san.nexus('sdx'), { action: 'register', serviceActionKey: K1 });
+    san.offline.add('sdx');
+    const result = await backend.execute(handle, buildPrIn(PrInAction.READ_KEYS), new Uint8Array(0));
+    expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
+    const decoded = decodeReadKeys(result.dataIn);
+    expect(decoded.ok && decoded.value.keys).to.deep.equal([K1]);
+    san.offline.add('sdy');
+    const none = await backend.execute(handle, buildPrIn(PrInAction.READ_FULL_STATUS), new Uint8Array(0));
+    expect(senseMatches(none.sense, Sense.LUN_COMMUNICATION_FAILURE), describeSense(none.sense)).to.equal(true);
+  });
+
+  it('RELEASE by a registered non-holder is GOOD without touching the reservation, read through a path', async function () {
+    san.out(san.nexus('sdx'), { action: 'register', serviceActionKey: K1 });
+    san.out(san.nexus('sdy'), { action: 'register', serviceActionKey: K1 });
+    san.out(OTHER_HOST, { action: 'register', serviceActionKey: 0xb1n });
+    san.out(OTHER_HOST, { action: 'reserve', reservationKey: 0xb1n, type: 5 });
+    const { cdb, dataOut } = buildPrOut({ action: 'release', reservationKey: K1, type: 5 });
+    const result = await backend.execute(handle, cdb, dataOut);
+    expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
+    expect(san.state.reservation?.type).to.equal(5);
+    expect(report()?.releaseShortCircuited).to.equal(true);
   });
 
   it('a later registration replaces the watched key, and unregistering ends the watch', async function () {

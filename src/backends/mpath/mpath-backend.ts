@@ -23,8 +23,9 @@
 // - PREEMPT / PREEMPT AND ABORT of our own key, or of an all-registrants reservation: the
 //   library sends it on one path, which removes the registrations of every other path;
 //   afterwards every answering path is re-registered with REGISTER AND IGNORE.
-// - PR IN goes by SG_IO on the map (the data describes the LU, any path answers), with the
-//   library as the fallback when that fails.
+// - PR IN goes by SG_IO on the first path that answers (the data describes the LU, any path
+//   gives the whole answer), never on the map, where the kernel retries forever while
+//   queue_if_no_path holds I/O; the library is the fallback when no path answers.
 //
 // Outcomes of the library call map to SCSI as qemu-pr-helper's mpath_reconstruct_sense
 // (mpath-result.ts), with TEST UNIT READY over SG_IO on the map fd. A worker that dies
@@ -39,13 +40,13 @@ import { readReservationKeySettingFromFiles, type ReservationKeySetting } from '
 import { encodePrInCdb } from '../../scsi/cdb';
 import { PrInAction, PrOutAction, PrType, Status } from '../../scsi/constants';
 import { resultFromSgIo } from '../../scsi/errno-sense';
-import { decodeReadReservation } from '../../scsi/pr-in-data';
+import { decodeReadKeys, decodeReadReservation } from '../../scsi/pr-in-data';
 import { checkCondition, good, reservationConflict, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
 import { refusePrOutOnReadOnly } from '../read-only';
 import { rdevOf } from '../resolve';
 import { DeviceQueue } from '../sg/device-queue';
-import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, validatePrCdb } from '../sg/pass-through';
+import { DEFAULT_SG_TIMEOUT_MS, validatePrCdb } from '../sg/pass-through';
 import { mapName, type DevNumber, type TopologyRoots } from './map-topology';
 import { libraryFlags, planMpathCommand, type MpathPlan } from './mpath-plan';
 import { describeMpathResult, mpathResultToScsi } from './mpath-result';
@@ -228,9 +229,10 @@ export class MpathBackend implements PrBackend {
     const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
     const target = { major: rdev.major, minor: rdev.minor, path: device.path };
     if (plan.kind === 'in') {
-      const { result } = await passThroughPr(device.fd, cdb, new Uint8Array(0), this.sgTimeoutMs);
-      if (result.status === Status.GOOD || !plan.libraryFallback) return result;
-      this.logger?.debug({ map, status: result.status }, 'mpath: PR IN on the map failed; asking libmpathpersist, which tries each path');
+      const answered = await this.paths.prInOnAnyPath(rdev, cdb);
+      if (answered) return answered.result;
+      if (!plan.libraryFallback) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
+      this.logger?.info({ map }, 'mpath: no path of the map answered PR IN; asking libmpathpersist');
       const outcome = await this.workerFor(rdev).call({
         kind: 'in',
         target,
@@ -381,7 +383,7 @@ export class MpathBackend implements PrBackend {
     const sa = plan.serviceAction;
     let before: { key: bigint; type: number } | undefined;
     if (sa === PrOutAction.RELEASE || sa === PrOutAction.PREEMPT || sa === PrOutAction.PREEMPT_AND_ABORT) {
-      const reservation = await this.readReservationOnMap(device.fd);
+      const reservation = await this.readReservation(rdev);
       if (!reservation.ok) return reservation.result;
       before = reservation.holder;
     }
@@ -391,9 +393,12 @@ export class MpathBackend implements PrBackend {
       if (!holdsIt) {
         // SPC-4 RELEASE: no reservation, or one held by another nexus → nothing to release;
         // only an unregistered I_T nexus gets RESERVATION CONFLICT.
-        const keys = await this.paths.readKeys(device.fd);
-        if (!keys.ok) return keys.result;
-        const registered = keys.keys.includes(plan.reservationKey);
+        const keys = await this.paths.prInOnAnyPath(rdev, encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL }));
+        if (!keys) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
+        if (keys.result.status !== Status.GOOD) return keys.result;
+        const decodedKeys = decodeReadKeys(keys.result.dataIn);
+        if (!decodedKeys.ok) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
+        const registered = decodedKeys.value.keys.includes(plan.reservationKey);
         this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: [], releaseShortCircuited: true });
         this.logger?.info(
           { map, key: hex(plan.reservationKey), holder: before ? hex(before.key) : null, registered },
@@ -477,8 +482,10 @@ export class MpathBackend implements PrBackend {
     return resultFromSgIo(await sgIo(fd, { cdb: TEST_UNIT_READY, direction: 'none', timeoutMs: this.sgTimeoutMs }));
   }
 
-  private async readReservationOnMap(fd: number): Promise<{ ok: true; holder?: { key: bigint; type: number } } | { ok: false; result: ScsiResult }> {
-    const { result } = await passThroughPr(fd, encodePrInCdb({ action: PrInAction.READ_RESERVATION, allocationLength: READ_ALL }), new Uint8Array(0), this.sgTimeoutMs);
+  private async readReservation(rdev: DevNumber): Promise<{ ok: true; holder?: { key: bigint; type: number } } | { ok: false; result: ScsiResult }> {
+    const answered = await this.paths.prInOnAnyPath(rdev, encodePrInCdb({ action: PrInAction.READ_RESERVATION, allocationLength: READ_ALL }));
+    if (!answered) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
+    const { result } = answered;
     if (result.status !== Status.GOOD) return { ok: false, result };
     const decoded = decodeReadReservation(result.dataIn);
     if (!decoded.ok) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };

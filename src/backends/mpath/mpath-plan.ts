@@ -12,10 +12,9 @@
 //   passes it through.
 //
 // PR IN data describes the logical unit, so any path gives the whole answer: every PR IN
-// goes by SG_IO on the map (dm-multipath sends it down a usable path), with
-// libmpathpersist, which tries each path in turn, as the fallback when that fails. READ
-// FULL STATUS has no fallback: the library cannot return it safely (its buffer overflows
-// past 30 descriptors) and qemu-pr-helper refuses it.
+// goes by SG_IO on the first path that answers, with libmpathpersist as the fallback when
+// none does. READ FULL STATUS has no fallback: the library cannot return it safely (its
+// buffer overflows past 30 descriptors) and qemu-pr-helper refuses it.
 
 import { decodePrInCdb, decodePrOutCdb } from '../../scsi/cdb';
 import { Opcode, PrInAction, PrOutAction } from '../../scsi/constants';
@@ -26,7 +25,7 @@ export const SPEC_I_PT_BIT = 0x08;
 
 export type MpathPlan =
   | { readonly kind: 'refuse'; readonly result: ScsiResult; readonly reason: string }
-  /** PR IN by SG_IO on the map fd; `libraryFallback` when libmpathpersist can answer it too. */
+  /** PR IN by SG_IO on a path; `libraryFallback` when libmpathpersist can answer it too. */
   | { readonly kind: 'in'; readonly serviceAction: number; readonly allocationLength: number; readonly libraryFallback: boolean }
   | {
       readonly kind: 'out';

@@ -109,6 +109,25 @@ export class PathIo {
     }
   }
 
+  /**
+   * One PR IN on the first path that answers; the data describes the logical unit, so any
+   * path gives the whole answer. Not SG_IO on the map: with queue_if_no_path and every path
+   * down, the kernel retries a dm ioctl forever (dm_prepare_ioctl on -ENOTCONN), holding a
+   * threadpool thread, while a command on a path has a SCSI timeout. Paths the SCSI layer
+   * calls running go first. Undefined when no path answers.
+   */
+  async prInOnAnyPath(rdev: DevNumber, cdb: Uint8Array): Promise<{ path: string; result: ScsiResult } | undefined> {
+    return this.withOpenPaths(rdev, async (paths) => {
+      const ordered = [...paths.filter((p) => p.path.scsiState === 'running'), ...paths.filter((p) => p.path.scsiState !== 'running')];
+      for (const p of ordered) {
+        if (p.fd === undefined) continue;
+        const result = await this.send(p.fd, cdb, new Uint8Array(0));
+        if (!isTransportFailure(result)) return { path: p.path.name, result };
+      }
+      return undefined;
+    });
+  }
+
   /** READ KEYS on every opened path, in parallel: the key lists of the paths that answered, and the names of those that did not. */
   async readKeysOnPaths(paths: readonly OpenedPath[]): Promise<{ answering: { path: PathDevice; keys: bigint[] }[]; unreachable: string[]; firstFailure?: ScsiResult }> {
     const reads = await Promise.all(paths.map(async (p) => ({ p, read: p.fd === undefined ? undefined : await this.readKeys(p.fd) })));
