@@ -18,6 +18,7 @@ import { initialState, type Nexus, type PrState } from '../../src/engine/state';
 import { PrInAction, Status } from '../../src/scsi/constants';
 import { decodeReadKeys } from '../../src/scsi/pr-in-data';
 import { checkCondition, describeSense, Sense, senseMatches, type ScsiResult } from '../../src/scsi/sense';
+import { eventually } from '../integration/serve-process';
 
 const PATHS = { sdx: { dev: '8:16', targetPort: 1 }, sdy: { dev: '8:32', targetPort: 2 } } as const;
 type PathName = keyof typeof PATHS;
@@ -80,17 +81,6 @@ class FakeSan {
   }
 }
 
-function until(what: string, predicate: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const poll = () => {
-      if (predicate()) return resolve();
-      if (Date.now() - started > timeoutMs) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(poll, 5);
-    };
-    poll();
-  });
-}
 
 describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN: the SPC-4 engine as the LU, one nexus per path)', function () {
   let dir: string;
@@ -190,7 +180,7 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(san.keyOn('sdy'), 'not while it is still down').to.equal(undefined);
     san.offline.delete('sdy');
-    await until('sdy registered by the watch', () => san.keyOn('sdy') === K1);
+    await eventually(() => san.keyOn('sdy') === K1, 'sdy registered by the watch');
     expect(messages).to.include('mpath: registered the key on paths that answer again');
   });
 
@@ -200,9 +190,24 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     expect(san.out(OTHER_HOST, { action: 'register', serviceActionKey: 0xb1n }).status).to.equal(Status.GOOD);
     expect(san.out(OTHER_HOST, { action: 'preempt', reservationKey: 0xb1n, serviceActionKey: K1, type: 5 }).status).to.equal(Status.GOOD);
     san.offline.delete('sdy');
-    await until('the watch to give up', () => messages.some((m) => m.includes('registered nowhere now')));
+    await eventually(() => messages.some((m) => m.includes('registered nowhere now')), 'the watch to give up');
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([undefined, undefined]);
+  });
+
+  it('with reservation_key fixed in multipath.conf, only that key is registered (multipathd would give returning paths no other)', async function () {
+    const fixed = new MpathBackend({ logger, multipathd: null, reservationKeySetting: { source: 'key', key: K1 }, roots: { sysfs: path.join(dir, 'sys'), dev: path.join(dir, 'dev') }, pathTransport: san.transport });
+    try {
+      const other = buildPrOut({ action: 'register-ignore', serviceActionKey: K2 });
+      const refused = await fixed.execute(handle, other.cdb, other.dataOut);
+      expect(senseMatches(refused.sense, Sense.LUN_COMMUNICATION_FAILURE), describeSense(refused.sense)).to.equal(true);
+      expect(san.state.registrations).to.deep.equal([]);
+      const configured = buildPrOut({ action: 'register-ignore', serviceActionKey: K1 });
+      expect((await fixed.execute(handle, configured.cdb, configured.dataOut)).status).to.equal(Status.GOOD);
+      expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, K1]);
+    } finally {
+      await fixed.close();
+    }
   });
 
   it('PR IN is answered by the first path that answers, never by the map (whose SG_IO can hang under queue_if_no_path)', async function () {

@@ -1,17 +1,7 @@
 import { expect } from 'chai';
 import { ReturningPathWatch, type WatchedRegistration } from '../../src/backends/mpath/returning-paths';
+import { eventually } from '../integration/serve-process';
 
-function until(what: string, predicate: () => boolean, timeoutMs = 2_000): Promise<void> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const poll = () => {
-      if (predicate()) return resolve();
-      if (Date.now() - started > timeoutMs) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(poll, 2);
-    };
-    poll();
-  });
-}
 
 describe('returning-path watch (rechecks a map until every path holds the key or none does)', function () {
   const key: WatchedRegistration = { key: 0xa0a0n, aptpl: false };
@@ -24,7 +14,7 @@ describe('returning-path watch (rechecks a map until every path holds the key or
       return answers.shift() ?? 'done';
     }, { intervalMs: 5, maxIntervalMs: 40 });
     watch.watch('mpath:253:0', key);
-    await until('three checks and the end of the watch', () => calls.length === 3 && watch.watching('mpath:253:0') === undefined);
+    await eventually(() => calls.length === 3 && watch.watching('mpath:253:0') === undefined, 'three checks and the end of the watch');
     expect(calls[2] - calls[1], 'the interval doubles').to.be.at.least(calls[1] - calls[0]);
     watch.close();
   });
@@ -38,7 +28,7 @@ describe('returning-path watch (rechecks a map until every path holds the key or
     watch.watch('mpath:253:1', key);
     watch.watch('mpath:253:1', { key: 0xb0b0n, aptpl: true });
     expect(watch.watching('mpath:253:1')).to.deep.equal({ key: 0xb0b0n, aptpl: true });
-    await until('one check', () => seen.length === 1);
+    await eventually(() => seen.length === 1, 'one check');
     await new Promise((resolve) => setTimeout(resolve, 60));
     expect(seen).to.deep.equal(['mpath:253:1 b0b0']);
     watch.close();
@@ -53,7 +43,7 @@ describe('returning-path watch (rechecks a map until every path holds the key or
     watch.watch('mpath:253:2', key);
     watch.watch('mpath:253:3', key);
     watch.cancel('mpath:253:2');
-    await until('a check of the other map', () => checks >= 1);
+    await eventually(() => checks >= 1, 'a check of the other map');
     watch.close();
     const after = checks;
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -73,7 +63,7 @@ describe('returning-path watch (rechecks a map until every path holds the key or
       return 'done';
     }, { intervalMs: 5, onError: (mapId, err) => errors.push(`${mapId}: ${(err as Error).message}`) });
     watch.watch('mpath:253:5', key);
-    await until('the watch to end after the retry', () => checks === 2 && watch.watching('mpath:253:5') === undefined);
+    await eventually(() => checks === 2 && watch.watching('mpath:253:5') === undefined, 'the watch to end after the retry');
     expect(errors).to.deep.equal(['mpath:253:5: path vanished']);
     watch.close();
   });

@@ -171,7 +171,7 @@ export class MpathBackend implements PrBackend {
     } else if (setting.source === 'key') {
       this.logger?.warn(
         { key: setting.key !== undefined ? hex(setting.key) : undefined },
-        'multipath.conf sets a fixed reservation_key: libmpathpersist refuses every other key (the guest sees LUN COMMUNICATION FAILURE), ' +
+        'multipath.conf sets a fixed reservation_key: every other key is refused, as libmpathpersist does (the guest sees LUN COMMUNICATION FAILURE), ' +
           'and multipathd cannot be told a new key. `reservation_key file` is what a PR helper needs.',
       );
     }
@@ -265,6 +265,14 @@ export class MpathBackend implements PrBackend {
     const mapId = this.mapId(rdev);
     const newKey = plan.serviceActionKey;
     const flags = { aptpl: plan.aptpl, allTgPt: plan.allTgPt };
+    const fixed = this.reservationKeySetting.source === 'key' ? this.reservationKeySetting.key : undefined;
+    if (fixed !== undefined && newKey !== 0n && newKey !== fixed) {
+      // multipathd registers returning paths with the key multipath.conf fixes, so any other
+      // key would leave them inconsistent; libmpathpersist refuses it too (SYNTAX_ERROR,
+      // which QEMU shows as LUN COMMUNICATION FAILURE).
+      this.logger?.warn({ map, key: hex(newKey), configured: hex(fixed) }, 'mpath: REGISTER refused: multipath.conf fixes reservation_key to another key');
+      return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
+    }
     this.returningPaths.cancel(mapId);
     const restoreMultipathd = await this.pointMultipathdAt(map, newKey === 0n ? null : { key: newKey, aptpl: plan.aptpl });
 
