@@ -196,7 +196,7 @@ describe('bench: REGISTER AND IGNORE + READ KEYS on mpatha, mpath-pr daemon vs o
       cyclesPerSide: CYCLES,
       warmupCyclesPerSide: 1,
       order: 'alternating: one mpath-pr cycle, then one mpathpersist cycle',
-      ours: { how: 'mpath-pr serve --backend auto (mpath backend: REGISTER fanned out over SG_IO, PR IN by SG_IO on the map), one PrHelperClient connection', ...a },
+      ours: { how: 'mpath-pr serve --backend auto (mpath backend: REGISTER fanned out over SG_IO, PR IN by SG_IO on a path), one PrHelperClient connection', ...a },
       mpathpersist: { how: 'one mpathpersist process per operation (fence_mpath style)', ...b },
       ratioOursOverMpathpersist: { throughput: round(a.cyclesPerSecond / b.cyclesPerSecond), medianCycleSpeedup: round(b.medianCycleMs / a.medianCycleMs) },
       metrics: [
