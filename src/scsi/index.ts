@@ -5,3 +5,4 @@ export * from './cdb';
 export * from './transport-id';
 export * from './parameter-list';
 export * from './pr-in-data';
+export * from './vpd';

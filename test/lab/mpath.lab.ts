@@ -21,7 +21,8 @@ import type { PrHelperReply } from '../../src/protocol/messages';
 import { PrInAction, PrType, Status } from '../../src/scsi/constants';
 import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation } from '../../src/scsi/pr-in-data';
 import { describeSense, Sense, senseMatches } from '../../src/scsi/sense';
-import { labTopology, mapPaths, multipathd, readKeys, readReservation, run, waitFor, writeArtifact } from './harness/lab-guest';
+import { relativeTargetPortOf } from '../../src/scsi/vpd';
+import { labTopology, mapPaths, multipathd, readFullStatus, readKeys, readReservation, run, waitFor, writeArtifact } from './harness/lab-guest';
 
 const KEY_A = 0xa0a0n;
 const KEY_A2 = 0xa2a2n;
@@ -175,6 +176,15 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
     expect(decoded.ok && decoded.value.keys).to.deep.equal([KEY_A, KEY_A]);
     expect(multipathd(`getprkey map ${topology.mpathName}`)).to.equal(`${hex(KEY_A)}\n`);
     expect(multipathd(`getprstatus map ${topology.mpathName}`)).to.match(/^(1|set\n)$/);
+  });
+
+  it('each path names its target port in VPD page 83h, the port READ FULL STATUS reports its registration on', async function () {
+    const ports = topology.pathDevices.map((device) => relativeTargetPortOf(fs.readFileSync(`/sys/class/block/${short(device)}/device/vpd_pg83`)));
+    expect(ports.every((port) => port !== undefined), `ports ${ports.join(', ')}`).to.equal(true);
+    expect(new Set(ports).size, `ports ${ports.join(', ')}`).to.equal(ports.length);
+    expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
+    const registeredOn = readFullStatus(pathA).entries.filter((entry) => entry.key === KEY_A).map((entry) => entry.relativeTargetPort);
+    expect([...registeredOn].sort()).to.deep.equal([...ports].sort());
   });
 
   it('REGISTER AND IGNORE while a path is failed in the map leaves both nexuses registered', async function () {

@@ -17,7 +17,7 @@ import { defaultEngineOptions, execute } from '../../src/engine/engine';
 import { initialState, type Nexus, type PrState } from '../../src/engine/state';
 import { PrInAction, Status } from '../../src/scsi/constants';
 import { decodeReadKeys } from '../../src/scsi/pr-in-data';
-import { checkCondition, describeSense, Sense, senseMatches, type ScsiResult } from '../../src/scsi/sense';
+import { checkCondition, describeSense, good, Sense, senseMatches, type ScsiResult } from '../../src/scsi/sense';
 import { eventually } from '../integration/serve-process';
 
 const PATHS = { sdx: { dev: '8:16', targetPort: 1 }, sdy: { dev: '8:32', targetPort: 2 } } as const;
@@ -35,6 +35,8 @@ class FakeSan {
   readonly offline = new Set<string>();
   /** Paths that answer every PR OUT with this instead of executing it. */
   readonly refusing = new Map<string, ScsiResult>();
+  /** Paths that answer their next PR OUT with GOOD without executing it (a device that lies). */
+  readonly swallowNext = new Set<string>();
   /** Every PR OUT that reached a path, as "path:service action". */
   readonly sent: string[] = [];
   private readonly open = new Map<number, PathName>();
@@ -56,6 +58,7 @@ class FakeSan {
       if (cdb[0] === 0x5f) this.sent.push(`${name}:${cdb[1] & 0x1f}`);
       const refusal = cdb[0] === 0x5f ? this.refusing.get(name) : undefined;
       if (refusal) return refusal;
+      if (cdb[0] === 0x5f && this.swallowNext.delete(name)) return good();
       return this.run(this.nexus(name), cdb, dataOut);
     },
   };
@@ -107,6 +110,9 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
       fs.mkdirSync(path.join(map, 'slaves', name), { recursive: true });
       fs.mkdirSync(path.join(dir, 'sys/class/block', name), { recursive: true });
       fs.writeFileSync(path.join(dir, 'sys/class/block', name, 'dev'), `${dev}\n`);
+      // VPD page 83h with one designator: relative target port identifier (type 4h, association 01b).
+      fs.mkdirSync(path.join(dir, 'sys/class/block', name, 'device'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'sys/class/block', name, 'device/vpd_pg83'), Buffer.from([0, 0x83, 0, 8, 0x61, 0x14, 0, 4, 0, 0, 0, PATHS[name as PathName].targetPort]));
     }
     fs.writeFileSync(path.join(dir, 'map'), '');
     handle = { fd: fs.openSync(path.join(dir, 'map'), 'r+'), path: '/dev/mapper/mpathf', writable: true, rdev: { major: 253, minor: 9 } };
@@ -193,6 +199,17 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     await eventually(() => messages.some((m) => m.includes('registered nowhere now')), 'the watch to give up');
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([undefined, undefined]);
+  });
+
+  it('a path that said GOOD but holds no key is found by its target port, even when another host uses the same key', async function () {
+    // Another node registered under our key through port 1 (a misconfiguration a count of
+    // keys cannot see through: two registrations for two paths).
+    expect(san.out(OTHER_HOST, { action: 'register', serviceActionKey: K1 }).status).to.equal(Status.GOOD);
+    san.swallowNext.add('sdy');
+    const result = await register({ action: 'register-ignore', serviceActionKey: K1 });
+    expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
+    expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, K1]);
+    expect(report()?.repairedPaths).to.deep.equal(['sdy']);
   });
 
   it('with reservation_key fixed in multipath.conf, only that key is registered (multipathd would give returning paths no other)', async function () {

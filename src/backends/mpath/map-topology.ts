@@ -5,6 +5,7 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
+import { relativeTargetPortOf } from '../../scsi/vpd';
 
 export interface DevNumber {
   readonly major: number;
@@ -132,6 +133,18 @@ function scsiHostOf(deviceLink: string): number | undefined {
   try {
     const match = /^(\d+):\d+:\d+:\d+$/.exec(path.basename(fs.readlinkSync(deviceLink)));
     return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The relative target port identifier of the port a path goes through, from the VPD page 83h
+ * the kernel caches in sysfs; undefined when the device does not report one.
+ */
+export function relativeTargetPortOfPath(device: PathDevice, roots: TopologyRoots = {}): number | undefined {
+  try {
+    return relativeTargetPortOf(fs.readFileSync(path.join(roots.sysfs ?? '/sys', 'class/block', device.name, 'device/vpd_pg83')));
   } catch {
     return undefined;
   }

@@ -51,7 +51,7 @@ import { mapName, type DevNumber, type TopologyRoots } from './map-topology';
 import { libraryFlags, planMpathCommand, type MpathPlan } from './mpath-plan';
 import { describeMpathResult, mpathResultToScsi } from './mpath-result';
 import { MpathWorkerClient, type MpathWorkerClientOptions, type WorkerLogger, type WorkerOutcome } from './mpath-worker-client';
-import { isTransportFailure, nexusesHolding, PathIo, type OpenedPath, type PathTransport } from './path-io';
+import { isTransportFailure, PathIo, pathsMissingKey, registrationsWithKey, type OpenedPath, type PathTransport } from './path-io';
 import { ReturningPathWatch, type ReturningPathWatchOptions, type WatchedRegistration } from './returning-paths';
 
 export interface MpathBackendOptions {
@@ -364,15 +364,15 @@ export class MpathBackend implements PrBackend {
     return this.queue.run(this.mapId(rdev), async () => {
       const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
       return this.paths.withOpenPaths(rdev, async (paths) => {
-        const { answering, unreachable } = await this.paths.readKeysOnPaths(paths);
+        const { answering, unreachable } = await this.paths.registrationsOnPaths(paths);
         if (answering.length === 0) return unreachable.length === 0 ? 'done' : 'waiting';
-        const holding = nexusesHolding(answering, registration.key);
-        if (holding === 0) {
+        if (registrationsWithKey(answering, registration.key) === 0) {
           this.logger?.info({ map, key: hex(registration.key) }, 'mpath: the key is registered nowhere now (preempted or unregistered); returning paths stay unregistered');
           return 'done';
         }
-        if (holding < answering.length) {
-          const repair = await this.reRegisterEveryPath(paths, registration.key, { aptpl: registration.aptpl, allTgPt: false });
+        const { missing } = pathsMissingKey(answering, registration.key);
+        if (missing.length > 0) {
+          const repair = await this.reRegisterEveryPath(paths.filter((p) => missing.includes(p.path.name)), registration.key, { aptpl: registration.aptpl, allTgPt: false });
           this.logger?.info({ map, key: hex(registration.key), paths: repair.repaired, ok: repair.ok }, 'mpath: registered the key on paths that answer again');
           if (!repair.ok) return 'waiting';
         }
@@ -502,23 +502,27 @@ export class MpathBackend implements PrBackend {
   }
 
   /**
-   * After a registration: every path that answers must carry `key` (or, when unregistering,
-   * must no longer carry `oldKey`). If the counts do not add up, REGISTER AND IGNORE on every
-   * answering path, which is idempotent per nexus.
+   * After a registration: the nexus of every path that answers must hold `key` (or, when
+   * unregistering, no nexus may hold `oldKey`). The paths that do not are registered again
+   * with REGISTER AND IGNORE (every answering path when unregistering), which is idempotent
+   * per nexus.
    */
   private async makePathsAgree(paths: readonly OpenedPath[], key: bigint, flags: { aptpl: boolean; allTgPt: boolean }, oldKey?: bigint): Promise<PathRepair> {
-    const { answering, unreachable, firstFailure } = await this.paths.readKeysOnPaths(paths);
+    const { answering, unreachable, firstFailure } = await this.paths.registrationsOnPaths(paths);
     if (answering.length === 0) {
-      this.logger?.error({ paths: unreachable }, 'mpath: no path of the map answers READ KEYS after the registration');
+      this.logger?.error({ paths: unreachable }, 'mpath: no path of the map answers after the registration');
       return { ok: false, result: firstFailure ?? checkCondition(Sense.LUN_COMMUNICATION_FAILURE), repaired: [], unreachable };
     }
-    const consistent = oldKey === undefined ? nexusesHolding(answering, key) >= answering.length : nexusesHolding(answering, oldKey) === 0;
-    if (consistent) return { ok: true, repaired: [], unreachable };
-    this.logger?.warn(
-      { key: hex(oldKey ?? key), onNexuses: nexusesHolding(answering, oldKey ?? key), answeringPaths: answering.map((a) => a.path.name) },
-      oldKey === undefined ? 'mpath: not every answering path is registered after GOOD; registering each path' : 'mpath: the old key is still registered; unregistering each path',
-    );
-    return this.reRegisterEveryPath(paths, key, flags);
+    if (oldKey !== undefined) {
+      if (registrationsWithKey(answering, oldKey) === 0) return { ok: true, repaired: [], unreachable };
+      this.logger?.warn({ key: hex(oldKey), answeringPaths: answering.map((a) => a.path.name) }, 'mpath: the old key is still registered; unregistering each path');
+      return this.reRegisterEveryPath(paths, key, flags);
+    }
+    const { missing, byTargetPort } = pathsMissingKey(answering, key);
+    if (missing.length === 0) return { ok: true, repaired: [], unreachable };
+    this.logger?.warn({ key: hex(key), missing, byTargetPort }, 'mpath: not every answering path is registered after GOOD; registering those paths');
+    const repair = await this.reRegisterEveryPath(paths.filter((p) => missing.includes(p.path.name)), key, flags);
+    return { ...repair, unreachable: [...new Set([...unreachable, ...repair.unreachable])] };
   }
 
   /** REGISTER AND IGNORE EXISTING KEY with `key` (0 = unregister) on every path that answers. */

@@ -6,10 +6,10 @@ import * as fs from 'fs';
 import { encodePrInCdb, encodePrOutCdb } from '../../scsi/cdb';
 import { PrInAction, PrOutAction, Status } from '../../scsi/constants';
 import { encodePrOutParameters } from '../../scsi/parameter-list';
-import { decodeReadKeys } from '../../scsi/pr-in-data';
+import { decodeReadFullStatus, decodeReadKeys } from '../../scsi/pr-in-data';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import { passThroughPr } from '../sg/pass-through';
-import { mapPaths, pathNode, type DevNumber, type PathDevice, type TopologyRoots } from './map-topology';
+import { mapPaths, pathNode, relativeTargetPortOfPath, type DevNumber, type PathDevice, type TopologyRoots } from './map-topology';
 
 const READ_ALL = 8192;
 
@@ -22,6 +22,10 @@ export type OpenedPath = { readonly path: PathDevice; readonly fd: number } | { 
 function senseKey(sense: Buffer): number {
   const format = sense[0] & 0x7f;
   return (format === 0x72 || format === 0x73 ? sense[1] : sense[2]) & 0x0f;
+}
+
+function isIllegalRequest(result: ScsiResult): boolean {
+  return result.status === Status.CHECK_CONDITION && result.sense.length > 2 && senseKey(result.sense) === 0x05;
 }
 
 export function isUnitAttention(result: ScsiResult): boolean {
@@ -128,14 +132,32 @@ export class PathIo {
     });
   }
 
-  /** READ KEYS on every opened path, in parallel: the key lists of the paths that answered, and the names of those that did not. */
-  async readKeysOnPaths(paths: readonly OpenedPath[]): Promise<{ answering: { path: PathDevice; keys: bigint[] }[]; unreachable: string[]; firstFailure?: ScsiResult }> {
-    const reads = await Promise.all(paths.map(async (p) => ({ p, read: p.fd === undefined ? undefined : await this.readKeys(p.fd) })));
-    const answering: { path: PathDevice; keys: bigint[] }[] = [];
+  /**
+   * The registrations one path sees: READ FULL STATUS, which names each registration's
+   * target port, or READ KEYS on a device that does not support it (no target ports then).
+   */
+  async readRegistrations(fd: number): Promise<{ ok: true; registrations: SeenRegistration[] } | { ok: false; result: ScsiResult }> {
+    const result = await this.send(fd, encodePrInCdb({ action: PrInAction.READ_FULL_STATUS, allocationLength: READ_ALL }), new Uint8Array(0));
+    if (result.status === Status.GOOD) {
+      const decoded = decodeReadFullStatus(result.dataIn);
+      if (decoded.ok && !decoded.truncated) {
+        return { ok: true, registrations: decoded.value.descriptors.map((d) => ({ key: d.key, relativeTargetPort: d.relativeTargetPort, allTgPt: d.allTgPt })) };
+      }
+    } else if (!isIllegalRequest(result)) {
+      return { ok: false, result };
+    }
+    const keys = await this.readKeys(fd);
+    return keys.ok ? { ok: true, registrations: keys.keys.map((key) => ({ key, allTgPt: false })) } : keys;
+  }
+
+  /** The registrations every opened path sees, read in parallel, with each path's target port; and the paths that did not answer. */
+  async registrationsOnPaths(paths: readonly OpenedPath[]): Promise<{ answering: AnsweringPath[]; unreachable: string[]; firstFailure?: ScsiResult }> {
+    const reads = await Promise.all(paths.map(async (p) => ({ p, read: p.fd === undefined ? undefined : await this.readRegistrations(p.fd) })));
+    const answering: AnsweringPath[] = [];
     const unreachable: string[] = [];
     let firstFailure: ScsiResult | undefined;
     for (const { p, read } of reads) {
-      if (read?.ok) answering.push({ path: p.path, keys: read.keys });
+      if (read?.ok) answering.push({ path: p.path, relativeTargetPort: relativeTargetPortOfPath(p.path, this.roots), registrations: read.registrations });
       else {
         unreachable.push(p.path.name);
         if (read && !read.ok) firstFailure ??= read.result;
@@ -145,8 +167,48 @@ export class PathIo {
   }
 }
 
-/** How many nexuses hold `key`, as the answering paths see it (the list is per LU; the smallest count is trusted). */
-export function nexusesHolding(answering: readonly { keys: readonly bigint[] }[], key: bigint): number {
+/** A registration as a path reports it; READ KEYS gives no target port. */
+export interface SeenRegistration {
+  readonly key: bigint;
+  readonly relativeTargetPort?: number;
+  readonly allTgPt: boolean;
+}
+
+export interface AnsweringPath {
+  readonly path: PathDevice;
+  /** The target port this path goes through (VPD page 83h), if the device reports it. */
+  readonly relativeTargetPort?: number;
+  readonly registrations: readonly SeenRegistration[];
+}
+
+/** How many registrations hold `key`, as the answering paths see the LU (the smallest count is trusted). */
+export function registrationsWithKey(answering: readonly AnsweringPath[], key: bigint): number {
   if (answering.length === 0) return 0;
-  return Math.min(...answering.map((a) => a.keys.filter((k) => k === key).length));
+  return Math.min(...answering.map((a) => a.registrations.filter((r) => r.key === key).length));
+}
+
+/**
+ * The answering paths whose nexus does not hold `key`. When every path knows its target port
+ * and READ FULL STATUS names them, each target port must carry at least as many registrations
+ * with the key as our paths go through it (an ALL_TG_PT registration counts on every port):
+ * that names the paths, and a registration on another port cannot hide a missing one. Without
+ * target ports, the count over the whole LU decides, and a shortfall names every answering
+ * path (which cannot be told apart then; registering an already registered nexus again is
+ * harmless).
+ */
+export function pathsMissingKey(answering: readonly AnsweringPath[], key: bigint): { missing: string[]; byTargetPort: boolean } {
+  const byTargetPort = answering.length > 0 && answering.every((a) => a.relativeTargetPort !== undefined && a.registrations.every((r) => r.relativeTargetPort !== undefined));
+  if (!byTargetPort) {
+    const missing = registrationsWithKey(answering, key) >= answering.length ? [] : answering.map((a) => a.path.name);
+    return { missing, byTargetPort };
+  }
+  const missing: string[] = [];
+  const byPort = new Map<number, AnsweringPath[]>();
+  for (const a of answering) byPort.set(a.relativeTargetPort!, [...(byPort.get(a.relativeTargetPort!) ?? []), a]);
+  for (const [port, group] of byPort) {
+    // Every path of the group sees the same LU; the first one's view is as good as any.
+    const holding = group[0].registrations.filter((r) => r.key === key && (r.allTgPt || r.relativeTargetPort === port)).length;
+    if (holding < group.length) missing.push(...group.map((a) => a.path.name));
+  }
+  return { missing, byTargetPort };
 }
