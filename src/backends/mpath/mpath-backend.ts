@@ -8,8 +8,8 @@
 //   library: 0.9.4 skips paths its own checker thinks are down (a path in a short outage
 //   then stays unregistered while the guest hears GOOD), "rolls back" a partial failure by
 //   unregistering the paths that succeeded, and re-discovers every path of the host on each
-//   call (about 100 ms). The fan-out is all-or-nothing over the paths that answer; READ KEYS
-//   on every path checks the result; multipathd gets the key before the first path and
+//   call (about 100 ms). The fan-out is all-or-nothing over the paths that answer; READ FULL
+//   STATUS on every path checks that each path's target port holds the key; multipathd gets the key before the first path and
 //   prstatus after, as the library orders it; paths that did not answer are registered by
 //   multipathd on reinstate and, for outages its checker never saw, by the returning-path
 //   watch (returning-paths.ts).
@@ -288,8 +288,8 @@ export class MpathBackend implements PrBackend {
         return fanOut.result;
       }
 
-      // The device said GOOD on each path; READ KEYS on each path checks that the nexuses
-      // agree (with ALL_TG_PT the count is per target port, not per path, so it cannot).
+      // The device said GOOD on each path; READ FULL STATUS on each path checks that each
+      // nexus holds the key (ALL_TG_PT registers whole initiator ports, which it cannot tell).
       // multipathd's prstatus is set meanwhile: it touches neither the paths nor the LU.
       const [repair] = await Promise.all([
         plan.allTgPt ? ({ ok: true, repaired: [], unreachable: [] } as PathRepair) : this.makePathsAgree(paths, newKey, flags, newKey === 0n ? plan.reservationKey : undefined),
