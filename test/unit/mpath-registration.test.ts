@@ -37,6 +37,8 @@ class FakeSan {
   readonly refusing = new Map<string, ScsiResult>();
   /** Paths that answer their next PR OUT with GOOD without executing it (a device that lies). */
   readonly swallowNext = new Set<string>();
+  /** Answer READ FULL STATUS with INVALID FIELD IN CDB, as a device without it does. */
+  noFullStatus = false;
   /** Every PR OUT that reached a path, as "path:service action". */
   readonly sent: string[] = [];
   private readonly open = new Map<number, PathName>();
@@ -59,6 +61,7 @@ class FakeSan {
       const refusal = cdb[0] === 0x5f ? this.refusing.get(name) : undefined;
       if (refusal) return refusal;
       if (cdb[0] === 0x5f && this.swallowNext.delete(name)) return good();
+      if (cdb[0] === 0x5e && (cdb[1] & 0x1f) === PrInAction.READ_FULL_STATUS && this.noFullStatus) return checkCondition(Sense.INVALID_FIELD_IN_CDB);
       return this.run(this.nexus(name), cdb, dataOut);
     },
   };
@@ -210,6 +213,16 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
     expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, K1]);
     expect(report()?.repairedPaths).to.deep.equal(['sdy']);
+  });
+
+  it('on a device without READ FULL STATUS the check counts keys (READ KEYS) and still finds the path that holds none', async function () {
+    san.noFullStatus = true;
+    san.swallowNext.add('sdy');
+    const result = await register({ action: 'register-ignore', serviceActionKey: K1 });
+    expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
+    expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, K1]);
+    expect(report()?.repairedPaths, 'by count every answering path is registered again').to.have.members(['sdx', 'sdy']);
+    expect(messages).to.include('mpath: not every answering path is registered after GOOD; registering those paths');
   });
 
   it('with reservation_key fixed in multipath.conf, only that key is registered (multipathd would give returning paths no other)', async function () {

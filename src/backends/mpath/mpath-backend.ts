@@ -37,10 +37,8 @@ import { loadLibmpathpersist, MPATH_PR, mpathPrName } from '../../../ffi/libmpat
 import { sgIo } from '../../../ffi/sg-io';
 import { MultipathdClient } from '../../multipathd/client';
 import { readReservationKeySettingFromFiles, type ReservationKeySetting } from '../../multipathd/multipath-conf';
-import { encodePrInCdb } from '../../scsi/cdb';
-import { PrInAction, PrOutAction, PrType, Status } from '../../scsi/constants';
+import { PrOutAction, PrType, Status } from '../../scsi/constants';
 import { resultFromSgIo } from '../../scsi/errno-sense';
-import { decodeReadKeys, decodeReadReservation } from '../../scsi/pr-in-data';
 import { checkCondition, good, reservationConflict, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
 import { refusePrOutOnReadOnly } from '../read-only';
@@ -90,7 +88,6 @@ export interface MpathCommandReport {
   readonly releaseShortCircuited?: boolean;
 }
 
-const READ_ALL = 8192;
 const TEST_UNIT_READY = Buffer.from([0, 0, 0, 0, 0, 0]);
 const ALL_REGISTRANTS_TYPES: readonly number[] = [PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS, PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS];
 
@@ -391,7 +388,7 @@ export class MpathBackend implements PrBackend {
     const sa = plan.serviceAction;
     let before: { key: bigint; type: number } | undefined;
     if (sa === PrOutAction.RELEASE || sa === PrOutAction.PREEMPT || sa === PrOutAction.PREEMPT_AND_ABORT) {
-      const reservation = await this.readReservation(rdev);
+      const reservation = await this.paths.readReservationOnAnyPath(rdev);
       if (!reservation.ok) return reservation.result;
       before = reservation.holder;
     }
@@ -401,12 +398,9 @@ export class MpathBackend implements PrBackend {
       if (!holdsIt) {
         // SPC-4 RELEASE: no reservation, or one held by another nexus → nothing to release;
         // only an unregistered I_T nexus gets RESERVATION CONFLICT.
-        const keys = await this.paths.prInOnAnyPath(rdev, encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL }));
-        if (!keys) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-        if (keys.result.status !== Status.GOOD) return keys.result;
-        const decodedKeys = decodeReadKeys(keys.result.dataIn);
-        if (!decodedKeys.ok) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-        const registered = decodedKeys.value.keys.includes(plan.reservationKey);
+        const keys = await this.paths.readKeysOnAnyPath(rdev);
+        if (!keys.ok) return keys.result;
+        const registered = keys.keys.includes(plan.reservationKey);
         this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: [], releaseShortCircuited: true });
         this.logger?.info(
           { map, key: hex(plan.reservationKey), holder: before ? hex(before.key) : null, registered },
@@ -488,17 +482,6 @@ export class MpathBackend implements PrBackend {
 
   private async testUnitReady(fd: number): Promise<ScsiResult> {
     return resultFromSgIo(await sgIo(fd, { cdb: TEST_UNIT_READY, direction: 'none', timeoutMs: this.sgTimeoutMs }));
-  }
-
-  private async readReservation(rdev: DevNumber): Promise<{ ok: true; holder?: { key: bigint; type: number } } | { ok: false; result: ScsiResult }> {
-    const answered = await this.paths.prInOnAnyPath(rdev, encodePrInCdb({ action: PrInAction.READ_RESERVATION, allocationLength: READ_ALL }));
-    if (!answered) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
-    const { result } = answered;
-    if (result.status !== Status.GOOD) return { ok: false, result };
-    const decoded = decodeReadReservation(result.dataIn);
-    if (!decoded.ok) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
-    const r = decoded.value.reservation;
-    return { ok: true, holder: r ? { key: r.key, type: r.type } : undefined };
   }
 
   /**

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import { encodePrInCdb, encodePrOutCdb } from '../../scsi/cdb';
 import { PrInAction, PrOutAction, Status } from '../../scsi/constants';
 import { encodePrOutParameters } from '../../scsi/parameter-list';
-import { decodeReadFullStatus, decodeReadKeys } from '../../scsi/pr-in-data';
+import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation, type InDataDecodeResult, type ReadKeysData } from '../../scsi/pr-in-data';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import { passThroughPr } from '../sg/pass-through';
 import { mapPaths, pathNode, relativeTargetPortOfPath, type DevNumber, type PathDevice, type TopologyRoots } from './map-topology';
@@ -17,6 +17,25 @@ export type KeysRead = { ok: true; keys: bigint[] } | { ok: false; result: ScsiR
 
 /** One path of the map, opened for SG_IO, or the reason it could not be. */
 export type OpenedPath = { readonly path: PathDevice; readonly fd: number } | { readonly path: PathDevice; readonly fd?: undefined; readonly openError: string };
+
+function readAll(action: number): Buffer {
+  return encodePrInCdb({ action, allocationLength: READ_ALL });
+}
+
+/**
+ * A PR IN answer decoded, or why not: the device's own status when it did not say GOOD,
+ * LUN COMMUNICATION FAILURE when no path answered or the data does not decode.
+ */
+function decodedIn<T>(result: ScsiResult | undefined, decode: (data: Buffer) => InDataDecodeResult<T>): { ok: true; value: T } | { ok: false; result: ScsiResult } {
+  if (!result) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
+  if (result.status !== Status.GOOD) return { ok: false, result };
+  const decoded = decode(result.dataIn);
+  return decoded.ok ? { ok: true, value: decoded.value } : { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
+}
+
+function keysOf(read: { ok: true; value: ReadKeysData } | { ok: false; result: ScsiResult }): KeysRead {
+  return read.ok ? { ok: true, keys: read.value.keys } : read;
+}
 
 /** The sense key of fixed (0x70/0x71) or descriptor (0x72/0x73) sense data. */
 function senseKey(sense: Buffer): number {
@@ -83,11 +102,20 @@ export class PathIo {
   }
 
   async readKeys(fd: number): Promise<KeysRead> {
-    const result = await this.send(fd, encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: READ_ALL }), new Uint8Array(0));
-    if (result.status !== Status.GOOD) return { ok: false, result };
-    const decoded = decodeReadKeys(result.dataIn);
-    if (!decoded.ok) return { ok: false, result: checkCondition(Sense.LUN_COMMUNICATION_FAILURE) };
-    return { ok: true, keys: decoded.value.keys };
+    return keysOf(decodedIn(await this.send(fd, readAll(PrInAction.READ_KEYS), new Uint8Array(0)), decodeReadKeys));
+  }
+
+  /** READ KEYS on the first path of the map that answers (see prInOnAnyPath). */
+  async readKeysOnAnyPath(rdev: DevNumber): Promise<KeysRead> {
+    return keysOf(decodedIn((await this.prInOnAnyPath(rdev, readAll(PrInAction.READ_KEYS)))?.result, decodeReadKeys));
+  }
+
+  /** READ RESERVATION on the first path of the map that answers: the holder's key and type, if any. */
+  async readReservationOnAnyPath(rdev: DevNumber): Promise<{ ok: true; holder?: { key: bigint; type: number } } | { ok: false; result: ScsiResult }> {
+    const read = decodedIn((await this.prInOnAnyPath(rdev, readAll(PrInAction.READ_RESERVATION)))?.result, decodeReadReservation);
+    if (!read.ok) return read;
+    const r = read.value.reservation;
+    return { ok: true, holder: r ? { key: r.key, type: r.type } : undefined };
   }
 
   /** REGISTER AND IGNORE EXISTING KEY with `key` (0 unregisters) on one nexus. */
@@ -137,7 +165,7 @@ export class PathIo {
    * target port, or READ KEYS on a device that does not support it (no target ports then).
    */
   async readRegistrations(fd: number): Promise<{ ok: true; registrations: SeenRegistration[] } | { ok: false; result: ScsiResult }> {
-    const result = await this.send(fd, encodePrInCdb({ action: PrInAction.READ_FULL_STATUS, allocationLength: READ_ALL }), new Uint8Array(0));
+    const result = await this.send(fd, readAll(PrInAction.READ_FULL_STATUS), new Uint8Array(0));
     if (result.status === Status.GOOD) {
       const decoded = decodeReadFullStatus(result.dataIn);
       if (decoded.ok && !decoded.truncated) {
