@@ -19,16 +19,17 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Message, sessionBus, type MessageBus } from 'dbus-next';
+import { Message, type MessageBus } from 'dbus-next';
 import { buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
 import { BUS_NAME, formatKey, MANAGER_INTERFACE, MANAGER_PATH } from '../../src/dbus/names';
+import { connectBus } from '../../src/dbus/service';
 import { PrHelperClient } from '../../src/protocol/client';
 import type { PrHelperReply } from '../../src/protocol/messages';
 import { Status } from '../../src/scsi/constants';
 import { describeSense } from '../../src/scsi/sense';
 import { call, getProperty, SignalRecorder } from '../integration/dbus-bus';
 import { FakeSystemd } from '../integration/dbus-fake-systemd';
-import { labTopology, mapPaths, multipathd, readKeys, run, waitFor, writeArtifact } from './harness/lab-guest';
+import { labTopology, mapPaths, multipathd, readKeys, run, stopChild, waitFor, writeArtifact } from './harness/lab-guest';
 
 const KEY = 0xdb05a1n;
 const CLEANUP_KEY = 0xc1ea11n;
@@ -50,21 +51,6 @@ const FAKE_SYSTEMD_POLICY = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-B
 </busconfig>
 `;
 
-async function connectBus(address: string): Promise<MessageBus> {
-  const bus = sessionBus({ busAddress: address });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no Hello from the bus at ${address} within 10 s`)), 10_000);
-    bus.once('connect', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    bus.once('error', (error: Error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
-  return bus;
-}
 
 /** Polls an async probe until it returns something truthy; fails naming what it waited for and the last state. */
 async function eventually<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs: number, describe: () => string): Promise<T> {
@@ -185,10 +171,10 @@ describe('D-Bus: multipathd restart, Degraded and the prkey resync (FAKE systemd
     fs.writeFileSync(fakePolicy, FAKE_SYSTEMD_POLICY);
     installedPolicies.push(managerPolicy, fakePolicy);
 
-    clientBus = await connectBus(address);
+    clientBus = await connectBus(address, 10_000);
     await call(clientBus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'ReloadConfig');
 
-    systemdBus = await connectBus(address);
+    systemdBus = await connectBus(address, 10_000);
     systemd = await FakeSystemd.start(systemdBus, 'multipathd.service', { activeState: 'active', subState: 'running', statusText: 'up' });
     const owner = await call(clientBus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetNameOwner', 's', ['org.freedesktop.systemd1']);
     expect(owner.body[0], 'the fake owns org.freedesktop.systemd1').to.equal((systemdBus as unknown as { name: string }).name);
@@ -240,13 +226,7 @@ describe('D-Bus: multipathd restart, Degraded and the prkey resync (FAKE systemd
     }
     client?.close();
     if (mapFd >= 0) fs.closeSync(mapFd);
-    if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
-      const exited = new Promise((resolve) => daemon!.once('exit', resolve));
-      daemon.kill('SIGTERM');
-      const timer = setTimeout(() => daemon!.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    if (daemon) await stopChild(daemon);
     const [pathA] = topology.pathDevices;
     if (readKeys(pathA).keys.length > 0) {
       run('sg_persist', ['--out', '--no-inquiry', '--register-ignore', `--param-sark=${hex(CLEANUP_KEY)}`, pathA], { allowFailure: true });

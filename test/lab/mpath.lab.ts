@@ -22,7 +22,7 @@ import { PrInAction, PrType, Status } from '../../src/scsi/constants';
 import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation } from '../../src/scsi/pr-in-data';
 import { describeSense, Sense, senseMatches } from '../../src/scsi/sense';
 import { relativeTargetPortOf } from '../../src/scsi/vpd';
-import { labTopology, mapPaths, multipathd, readFullStatus, readKeys, readReservation, run, waitFor, writeArtifact } from './harness/lab-guest';
+import { labTopology, mapPaths, multipathd, readFullStatus, readKeys, readReservation, run, stopChild, waitFor, writeArtifact } from './harness/lab-guest';
 
 const KEY_A = 0xa0a0n;
 const KEY_A2 = 0xa2a2n;
@@ -57,12 +57,7 @@ async function startServer(name: string, file: string, args: string[], socket: s
 async function stopServer(server: Server | undefined): Promise<void> {
   if (!server) return;
   server.client.close();
-  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => server.child.once('exit', resolve));
-  server.child.kill('SIGTERM');
-  const timer = setTimeout(() => server.child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
+  await stopChild(server.child);
 }
 
 function expectGood(reply: PrHelperReply, what: string): void {

@@ -23,7 +23,7 @@ import type { PrHelperReply } from '../../../src/protocol/messages';
 import { PrInAction, Status } from '../../../src/scsi/constants';
 import { decodeReadKeys } from '../../../src/scsi/pr-in-data';
 import { describeSense } from '../../../src/scsi/sense';
-import { labTopology, multipathd, parseSgPersistKeys, readKeys, run, waitFor, writeArtifact } from '../harness/lab-guest';
+import { labTopology, multipathd, parseSgPersistKeys, readKeys, run, stopChild, waitFor, writeArtifact } from '../harness/lab-guest';
 
 /** Measured cycles per side (after one warm-up cycle each). Fixed counts, not durations, so a run always ends. */
 const CYCLES = Number(process.env.BENCH_LAB_CYCLES ?? 10);
@@ -118,13 +118,7 @@ describe('bench: REGISTER AND IGNORE + READ KEYS on mpatha, mpath-pr daemon vs o
   after(async function () {
     client.close();
     if (mapFd >= 0) fs.closeSync(mapFd);
-    if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
-      const exited = new Promise((resolve) => daemon!.once('exit', resolve));
-      daemon.kill('SIGTERM');
-      const timer = setTimeout(() => daemon!.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    if (daemon) await stopChild(daemon);
     if (fs.existsSync(log)) writeArtifact(topology, 'bench/mpath-pr.log', fs.readFileSync(log, 'utf8'));
     // Suites that share a boot share the LU and multipathd's prkeys: leave nothing behind.
     clearLu();

@@ -3,7 +3,7 @@
 // with a deadline (never a fixed sleep), and thin readers over the tools every
 // lab has (multipathd CLI, sg_persist).
 
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Fabric } from './lab-config';
@@ -267,4 +267,14 @@ export function writeArtifact(topology: LabTopology, relative: string, content: 
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, content);
   return file;
+}
+
+/** Stops a child the test started: SIGTERM, SIGKILL after `graceMs`, and waits for it to exit. */
+export async function stopChild(child: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
 }
