@@ -2,7 +2,7 @@
 // offers: run a CDB with a parameter list and get status, sense and data back.
 // The CLI, the D-Bus service and the tests use these instead of hand-made CDBs.
 
-import { PR_HELPER_DATA_SIZE, PrInAction, PrOutAction, Status, LU_SCOPE } from '../scsi/constants';
+import { PR_HELPER_DATA_SIZE, PrInAction, Status, LU_SCOPE } from '../scsi/constants';
 import { encodePrInCdb, encodePrOutCdb } from '../scsi/cdb';
 import {
   encodePrOutParameters,
@@ -19,6 +19,7 @@ import {
   type ReadReservationData,
 } from '../scsi/pr-in-data';
 import type { TransportId } from '../scsi/transport-id';
+import { prOutAction, type PrOutActionName } from '../scsi/actions';
 import { describeSense, decodeSense, type ScsiResult } from '../scsi/sense';
 import { SenseKey } from '../scsi/constants';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from './backend';
@@ -30,26 +31,7 @@ export function bindBackend(backend: PrBackend, device: DeviceHandle, options?: 
   return (cdb, dataOut) => backend.execute(device, cdb, dataOut, options);
 }
 
-export type PrOutActionName =
-  | 'register'
-  | 'register-ignore'
-  | 'reserve'
-  | 'release'
-  | 'clear'
-  | 'preempt'
-  | 'preempt-abort'
-  | 'register-move';
-
-export const PR_OUT_ACTION_CODES: Record<PrOutActionName, number> = {
-  register: PrOutAction.REGISTER,
-  'register-ignore': PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY,
-  reserve: PrOutAction.RESERVE,
-  release: PrOutAction.RELEASE,
-  clear: PrOutAction.CLEAR,
-  preempt: PrOutAction.PREEMPT,
-  'preempt-abort': PrOutAction.PREEMPT_AND_ABORT,
-  'register-move': PrOutAction.REGISTER_AND_MOVE,
-};
+export type { PrOutActionName };
 
 export interface PrOutRequest {
   action: PrOutActionName;
@@ -69,7 +51,7 @@ export interface PrOutRequest {
 }
 
 export function buildPrOut(request: PrOutRequest): { cdb: Buffer; dataOut: Buffer } {
-  const action = PR_OUT_ACTION_CODES[request.action];
+  const action = prOutAction(request.action).code;
   const transportIds = request.transportIds ?? [];
   let dataOut: Buffer;
   if (request.action === 'register-move') {
@@ -200,7 +182,7 @@ export async function prOut(run: PrExecutor, request: PrOutRequest): Promise<Scs
 /** Runs a PR OUT and throws PrCommandError unless it ended GOOD. */
 export async function prOutOrThrow(run: PrExecutor, request: PrOutRequest): Promise<void> {
   const result = await prOut(run, request);
-  if (result.status !== Status.GOOD) throw new PrCommandError(request.action.toUpperCase(), result);
+  if (result.status !== Status.GOOD) throw new PrCommandError(prOutAction(request.action).title, result);
 }
 
 export const register = (run: PrExecutor, newKey: bigint, options: { currentKey?: bigint; aptpl?: boolean; allTgPt?: boolean } = {}) =>

@@ -13,12 +13,12 @@ import {
   readReservation,
   registerIgnore,
   reportCapabilities,
-  type PrOutActionName,
   type PrOutRequest,
 } from '../backends/pr-commands';
 import { EmulatedStore } from '../backends/emulated/store';
 import { initiatorTransportId, defaultInitiatorName, EmulatedBackend } from '../backends/emulated/emulated-backend';
 import { isPrType, statusName, Status } from '../scsi/constants';
+import { PR_OUT_ACTIONS } from '../scsi/actions';
 import { describeSense, type ScsiResult } from '../scsi/sense';
 import { parseTransportId, transportIdKey, type TransportId } from '../scsi/transport-id';
 import {
@@ -277,21 +277,12 @@ export function buildProgram(io: CliIo = defaultIo): Command {
     }).catch((error) => reportFailure(io, error, json));
   });
 
-  const outActions: [string, PrOutActionName, string][] = [
-    ['-G, --register', 'register', 'REGISTER'],
-    ['-I, --register-ignore', 'register-ignore', 'REGISTER AND IGNORE EXISTING KEY'],
-    ['-R, --reserve', 'reserve', 'RESERVE'],
-    ['-L, --release', 'release', 'RELEASE'],
-    ['-C, --clear', 'clear', 'CLEAR'],
-    ['-P, --preempt', 'preempt', 'PREEMPT'],
-    ['-A, --preempt-abort', 'preempt-abort', 'PREEMPT AND ABORT'],
-    ['-M, --register-move', 'register-move', 'REGISTER AND MOVE'],
-  ];
+  const outActions = PR_OUT_ACTIONS.filter((a) => a.letter !== undefined);
   const out = program
     .command('out')
     .description('PERSISTENT RESERVE OUT, like mpathpersist -o / sg_persist -o')
     .argument('<device>', 'block device, sg node, or emulated LU file');
-  for (const [flags, , description] of outActions) out.option(flags, description);
+  for (const action of outActions) out.option(`-${action.letter}, --${action.name}`, action.title);
   addBackendOptions(
     out
       .option('-K, --param-rk <key>', 'RESERVATION KEY (hex)', parseKey)
@@ -305,12 +296,12 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       .option('--json', 'machine-readable output')
       .option('--socket <path>', 'go through a running daemon instead of running in-process'),
   ).action(async (device: string, options: BackendOptions & Record<string, unknown>) => {
-    const chosen = outActions.filter(([, name]) => options[camel(name)]);
+    const chosen = outActions.filter((a) => options[camel(a.name)]);
     if (chosen.length !== 1) {
-      io.err(`mpath-pr out: choose exactly one of ${outActions.map(([f]) => f.split(', ')[1]).join(', ')}\n`);
+      io.err(`mpath-pr out: choose exactly one of ${outActions.map((a) => `--${a.name}`).join(', ')}\n`);
       throw new CliExit(ExitCode.USAGE);
     }
-    const [, action, description] = chosen[0];
+    const { name: action, title: description } = chosen[0];
     const request: PrOutRequest = {
       action,
       reservationKey: options.paramRk as bigint | undefined,

@@ -18,6 +18,7 @@ import { buildPrOut, PrCommandError, type PrOutRequest } from '../backends/pr-co
 import { hostSysfs, type BackendChoice, type BackendResolver, type Rdev, type Sysfs } from '../backends/resolve';
 import { describeDeviceFd, type PrHelperServerStats } from '../protocol/server';
 import { isPrType, PrOutAction, Status } from '../scsi/constants';
+import { prOutAction } from '../scsi/actions';
 import { CommandObservers, decodePrOut, type ObservedCommand } from './command-observer';
 import {
   changedProperties,
@@ -142,17 +143,6 @@ function findLibrary(soname: string): string | undefined {
 function emptySnapshot(path: string, backend: string, wwid = '', paths: readonly PathView[] = []): DeviceSnapshot {
   return { path, wwid, backend, generation: 0, keys: [], reservationKey: 0n, reservationType: 0, paths };
 }
-
-const PR_OUT_NAMES: Record<PrOutRequest['action'], string> = {
-  register: 'REGISTER',
-  'register-ignore': 'REGISTER AND IGNORE EXISTING KEY',
-  reserve: 'RESERVE',
-  release: 'RELEASE',
-  clear: 'CLEAR',
-  preempt: 'PREEMPT',
-  'preempt-abort': 'PREEMPT AND ABORT',
-  'register-move': 'REGISTER AND MOVE',
-};
 
 export class DbusService implements ManagerController, DeviceController {
   readonly manager: Manager1Interface;
@@ -419,7 +409,7 @@ export class DbusService implements ManagerController, DeviceController {
   }
 
   private async adminPrOut(sender: string | undefined, devicePath: string, request: PrOutRequest): Promise<void> {
-    const name = PR_OUT_NAMES[request.action];
+    const name = prOutAction(request.action).title;
     await this.authorize(sender, `${name} on ${devicePath}`);
     const entry = this.devices.get(devicePath);
     if (!entry) throw new DBusError(DbusErrors.NO_SUCH_DEVICE, `no device ${devicePath}`);

@@ -11,7 +11,8 @@ import * as fs from 'fs';
 import type { Logger } from 'pino';
 import * as libc from '../../ffi/libc';
 import type { DeviceHandle, PeerIdentity } from '../backends/backend';
-import { PR_IN_ACTION_NAMES, PR_OUT_ACTION_NAMES, PrOutAction, Status, prTypeName, statusName } from '../scsi/constants';
+import { Status, prTypeName, statusName } from '../scsi/constants';
+import { prInTitle, prOutActionByCode, prOutTitle } from '../scsi/actions';
 import { ScsiResult, Sense, checkCondition, describeSense } from '../scsi/sense';
 import { refusePrOutOnReadOnly } from '../backends/read-only';
 import { ConnectionClosedError, FdConnection } from './fd-connection';
@@ -79,14 +80,6 @@ export interface ConnectionClosedEvent {
 }
 
 export const DEFAULT_SOCKET_MODE = 0o600;
-const ACTIONS_WITH_TYPE = new Set<number>([
-  PrOutAction.RESERVE,
-  PrOutAction.RELEASE,
-  PrOutAction.PREEMPT,
-  PrOutAction.PREEMPT_AND_ABORT,
-  PrOutAction.REGISTER_AND_MOVE,
-  PrOutAction.REPLACE_LOST_RESERVATION,
-]);
 const DEFAULT_MAX_CONNECTIONS = 1024;
 /** How long accepting pauses when the process is out of fds (EMFILE/ENFILE). */
 const ACCEPT_BACKOFF_MS = 100;
@@ -427,7 +420,8 @@ export class PrHelperServer extends EventEmitter {
     };
     if (isPrOut(cdb)) {
       const data = request.dataOut;
-      const name = PR_OUT_ACTION_NAMES[action] ?? `service action 0x${action.toString(16)}`;
+      const name = prOutTitle(action);
+      const usesType = prOutActionByCode(action)?.usesType ?? false;
       log.info(
         {
           device: handle?.path,
@@ -435,14 +429,14 @@ export class PrHelperServer extends EventEmitter {
           key: data.length >= 8 ? data.subarray(0, 8).toString('hex') : undefined,
           serviceActionKey: data.length >= 16 ? data.subarray(8, 16).toString('hex') : undefined,
           // Only these service actions use the TYPE and SCOPE fields.
-          type: ACTIONS_WITH_TYPE.has(action) ? prTypeName(cdb[2] & 0x0f) : undefined,
-          scope: ACTIONS_WITH_TYPE.has(action) ? cdb[2] >> 4 : undefined,
+          type: usesType ? prTypeName(cdb[2] & 0x0f) : undefined,
+          scope: usesType ? cdb[2] >> 4 : undefined,
           ...outcome,
         },
         `PR OUT ${name}: ${outcome.status}${outcome.sense ? ` ${outcome.sense}` : ''}`,
       );
     } else {
-      const name = PR_IN_ACTION_NAMES[action] ?? `service action 0x${action.toString(16)}`;
+      const name = prInTitle(action);
       log.debug({ device: handle?.path, action: name, allocationLength: transferLength(cdb), ...outcome }, `PR IN ${name}: ${outcome.status}`);
     }
   }

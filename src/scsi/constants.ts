@@ -82,25 +82,6 @@ export function prTypeName(type: number): string {
   return isPrType(type) ? PR_TYPE_NAMES[type] : `obsolete [${type}]`;
 }
 
-export const PR_OUT_ACTION_NAMES: Record<number, string> = {
-  0x00: 'REGISTER',
-  0x01: 'RESERVE',
-  0x02: 'RELEASE',
-  0x03: 'CLEAR',
-  0x04: 'PREEMPT',
-  0x05: 'PREEMPT AND ABORT',
-  0x06: 'REGISTER AND IGNORE EXISTING KEY',
-  0x07: 'REGISTER AND MOVE',
-  0x08: 'REPLACE LOST RESERVATION',
-};
-
-export const PR_IN_ACTION_NAMES: Record<number, string> = {
-  0x00: 'READ KEYS',
-  0x01: 'READ RESERVATION',
-  0x02: 'REPORT CAPABILITIES',
-  0x03: 'READ FULL STATUS',
-};
-
 /** Sense keys (SPC-4 table 51). */
 export const SenseKey = {
   NO_SENSE: 0x0,

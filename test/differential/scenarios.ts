@@ -9,7 +9,8 @@
 // test/unit/differential-engine.test.ts (the engine against the captured LIO results).
 
 import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
-import { PR_IN_ACTION_NAMES, PR_OUT_ACTION_NAMES, Opcode, PrInAction, PrOutAction, PrType, Status, prTypeName, statusName } from '../../src/scsi/constants';
+import { Opcode, PrInAction, PrOutAction, PrType, Status, prTypeName, statusName } from '../../src/scsi/constants';
+import { prInActionByCode, prOutActionByCode } from '../../src/scsi/actions';
 import { encodePrOutParameters, encodeRegisterAndMoveParameters } from '../../src/scsi/parameter-list';
 import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation, decodeReportCapabilities } from '../../src/scsi/pr-in-data';
 import { decodeSense, type ScsiResult } from '../../src/scsi/sense';
@@ -84,7 +85,7 @@ function out(initiator: Initiator, action: number, o: OutOptions = {}): Step {
   const scope = o.scope ?? 0;
   const flags = [o.aptpl ? 'APTPL' : '', o.allTgPt ? 'ALL_TG_PT' : '', o.transportIds?.length ? `SPEC_I_PT(${o.transportIds.length})` : ''].filter(Boolean);
   const label = [
-    PR_OUT_ACTION_NAMES[action] ?? `PR OUT SA ${action.toString(16)}h`,
+    prOutActionByCode(action)?.title ?? `PR OUT SA ${action.toString(16)}h`,
     `rk=${hex(o.rk ?? 0n)}`,
     `sark=${hex(o.sark ?? 0n)}`,
     type ? `type=${type}` : '',
@@ -106,7 +107,7 @@ const preempt = (i: Initiator, rk: bigint, sark: bigint, type: number, o: OutOpt
 const preemptAbort = (i: Initiator, rk: bigint, sark: bigint, type: number) => out(i, PrOutAction.PREEMPT_AND_ABORT, { rk, sark, type });
 
 function prIn(initiator: Initiator, action: number, allocationLength = 1024): Step {
-  const name = PR_IN_ACTION_NAMES[action] ?? `PR IN SA ${action.toString(16)}h`;
+  const name = prInActionByCode(action)?.title ?? `PR IN SA ${action.toString(16)}h`;
   return { initiator, label: `${name}${allocationLength === 1024 ? '' : ` alloc=${allocationLength}`}`, cdb: encodePrInCdb({ action, allocationLength }), dataOut: Buffer.alloc(0) };
 }
 const keys = (i: Initiator, alloc?: number) => prIn(i, PrInAction.READ_KEYS, alloc);
