@@ -430,12 +430,21 @@ export function setNonBlocking(fd: number): void {
   if ((flags & O_NONBLOCK) === 0) check('fcntl', () => c_fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK));
 }
 
+/**
+ * A Linux device number (dev_t) as its major and minor halves. The one declaration in the
+ * project: src/device re-exports it.
+ */
+export interface DevNumber {
+  readonly major: number;
+  readonly minor: number;
+}
+
 export interface FileStatus {
   readonly mode: number;
   readonly ino: bigint;
-  readonly dev: { readonly major: number; readonly minor: number };
+  readonly dev: DevNumber;
   /** Meaningful for block and character devices only. */
-  readonly rdev: { readonly major: number; readonly minor: number };
+  readonly rdev: DevNumber;
   readonly size: bigint;
   readonly isBlock: boolean;
   readonly isChar: boolean;
