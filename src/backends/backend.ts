@@ -1,7 +1,9 @@
 // The backend contract: types only, no implementation and nothing native.
 // The protocol server, the CLI and the D-Bus service all drive a backend through
-// `execute`; the typed helpers in ./pr-commands.ts are built on top of it.
+// `execute` with a command that ./admission.ts decoded and checked once; the typed
+// helpers in ./pr-commands.ts are built on top of it.
 
+import type { PrCommand } from '../scsi/pr-command';
 import type { ScsiResult } from '../scsi/sense';
 
 /** 'auto' is the device resolver (src/backends/resolve.ts), which picks one of the others per device. */
@@ -16,7 +18,7 @@ export interface DeviceHandle {
   readonly fd: number;
   /** The realpath of what the fd refers to (from /proc/self/fd/N), or the path given. */
   readonly path: string;
-  /** True when the fd was opened for writing; PR OUT on a read-only fd is refused. */
+  /** True when the fd was opened for writing; admission refuses PR OUT on a read-only fd. */
   readonly writable: boolean;
   /** st_rdev for block and character devices, undefined for regular files. */
   readonly rdev?: { major: number; minor: number };
@@ -43,16 +45,16 @@ export interface ExecuteOptions {
 export interface PrBackend {
   readonly name: BackendName;
   /**
-   * Runs one PERSISTENT RESERVE IN or OUT command. `cdb` is the CDB (10 bytes are
-   * significant; the qemu-pr-helper protocol pads it to 16). `dataOut` is the PR OUT
-   * parameter list, empty for PR IN.
+   * Runs one PERSISTENT RESERVE IN or OUT command that admission (./admission.ts) has
+   * decoded and let through: the opcode, CDB length, parameter list length and the
+   * read-only rule are settled; the service action, TYPE, SCOPE and the parameter list's
+   * contents are the device server's to judge.
    *
-   * Never rejects for a SCSI-level problem: a bad CDB, a bad parameter list, a conflict
-   * or a device error all resolve to a ScsiResult with the matching status and sense.
-   * A PR IN result's dataIn is at most the CDB's allocation length. A PR OUT that
-   * resolves GOOD is durable.
+   * Never rejects for a SCSI-level problem: a bad field, a conflict or a device error all
+   * resolve to a ScsiResult with the matching status and sense. A PR IN result's dataIn is
+   * at most the allocation length. A PR OUT that resolves GOOD is durable.
    */
-  execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult>;
+  execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult>;
   /** Releases the backend's resources; in-flight commands finish first. */
   close(): Promise<void>;
 }

@@ -23,12 +23,18 @@ import { prOutAction, type PrOutActionName } from '../scsi/actions';
 import { describeSense, decodeSense, type ScsiResult } from '../scsi/sense';
 import { SenseKey } from '../scsi/constants';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from './backend';
+import { admitCommand, type CommandGuard } from './admission';
+import { decodePrCommand, type PrInCommand, type PrOutCommand } from '../scsi/pr-command';
 
 /** Runs one command on one device; a backend bound to a handle, or a socket client. */
 export type PrExecutor = (cdb: Buffer, dataOut: Buffer) => Promise<ScsiResult>;
 
-export function bindBackend(backend: PrBackend, device: DeviceHandle, options?: ExecuteOptions): PrExecutor {
-  return (cdb, dataOut) => backend.execute(device, cdb, dataOut, options);
+/** A backend bound to a device, behind the same admission stage the protocol server uses. */
+export function bindBackend(backend: PrBackend, device: DeviceHandle, options?: ExecuteOptions, guards: readonly CommandGuard[] = []): PrExecutor {
+  return async (cdb, dataOut) => {
+    const admission = admitCommand(device, cdb, dataOut, guards, options?.peer);
+    return admission.ok ? backend.execute(device, admission.command, options) : admission.result;
+  };
 }
 
 export type { PrOutActionName };
@@ -80,6 +86,24 @@ export function buildPrOut(request: PrOutRequest): { cdb: Buffer; dataOut: Buffe
 
 export function buildPrIn(action: number, allocationLength = PR_HELPER_DATA_SIZE): Buffer {
   return encodePrInCdb({ action, allocationLength });
+}
+
+/** A PR OUT command built by this program (never from the wire), as the typed form backends take. */
+export function prOutCommand(request: PrOutRequest): PrOutCommand {
+  const { cdb, dataOut } = buildPrOut(request);
+  return decodeBuilt(cdb, dataOut) as PrOutCommand;
+}
+
+/** A PR IN command built by this program, as the typed form backends take. */
+export function prInCommand(action: number, allocationLength = PR_HELPER_DATA_SIZE): PrInCommand {
+  return decodeBuilt(buildPrIn(action, allocationLength), Buffer.alloc(0)) as PrInCommand;
+}
+
+function decodeBuilt(cdb: Buffer, dataOut: Buffer) {
+  const decoded = decodePrCommand(cdb, dataOut);
+  // The encoders write well-framed commands; anything else is a bug here, not input.
+  if (!decoded.ok) throw new Error(`built an ill-framed PR command: ${decoded.reason}`);
+  return decoded.command;
 }
 
 /** What went wrong, in the classes an admin or a script acts on. */

@@ -1,5 +1,5 @@
 // Which backend serves a device, decided from what the fd is (fstat) and what sysfs says
-// about its dev_t. Also the one home of the read-only rule every backend applies.
+// about its dev_t.
 //
 // Classification, in order:
 //   regular file                                       → emulated
@@ -29,15 +29,12 @@ import { Opcode } from '../scsi/constants';
 import { notPrCapable } from '../scsi/errno-sense';
 import { checkCondition, Sense, type ScsiResult } from '../scsi/sense';
 import type { BackendName, DeviceHandle, ExecuteOptions, PrBackend } from './backend';
-import { refusePrOutOnReadOnly } from './read-only';
+import type { PrCommand } from '../scsi/pr-command';
 
 export interface Rdev {
   readonly major: number;
   readonly minor: number;
 }
-
-// ---------------------------------------------------------------------------------------
-// The read-only rule
 
 // ---------------------------------------------------------------------------------------
 // dev_t
@@ -304,13 +301,11 @@ export class BackendResolver implements PrBackend {
     return chooseBackend(classifyDevice(device, this.sysfs), this.available, this.options.forced);
   }
 
-  async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult> {
-    const refusal = refusePrOutOnReadOnly(device, cdb);
-    if (refusal) return refusal;
+  async execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult> {
     const choice = this.resolve(device);
     this.options.onDecision?.(device, choice);
     if (!choice.ok) return choice.result;
-    return this.backends[choice.backend]!.execute(device, cdb, dataOut, options);
+    return this.backends[choice.backend]!.execute(device, command, options);
   }
 
   async close(): Promise<void> {

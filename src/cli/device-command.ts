@@ -2,7 +2,7 @@
 // through a running daemon's socket (exactly what QEMU would send).
 
 import fs from 'node:fs';
-import type { PrExecutor } from '../backends/pr-commands';
+import { bindBackend, type PrExecutor } from '../backends/pr-commands';
 import { PrHelperClient } from '../protocol/client';
 import { describeDeviceFd } from '../protocol/server';
 import type { ScsiResult } from '../scsi/sense';
@@ -69,7 +69,7 @@ export async function withDevice<T>(target: DeviceCommandTarget, body: (run: PrE
     const { resolver } = createBackends(target.backend);
     try {
       const handle = describeDeviceFd(fd);
-      return await body((cdb, dataOut) => resolver.execute(handle, cdb, dataOut));
+      return await body(bindBackend(resolver, handle));
     } finally {
       await resolver.close();
     }

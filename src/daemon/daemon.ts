@@ -100,12 +100,14 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
   const server = new PrHelperServer({
     logger,
     authorize: (peer) => access.authorize(peer),
-    execute: observeExecute(({ handle, cdb, dataOut, peer, signal }) => {
-      // Before any SCSI command: a device outside --allow-device never sees one.
-      const refusal = access.checkDevice(handle, peer, handle.kind === 'block');
-      if (refusal) return Promise.resolve(refusal);
-      return access.withSlot(peer, signal, () => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }), handle.path);
-    }, commandObservers),
+    // Part of admission, before any SCSI command: a device outside --allow-device never sees one.
+    guards: [function deviceAllowList(handle, _command, peer) {
+      return peer ? access.checkDevice(handle, peer, handle.kind === 'block') : undefined;
+    }],
+    execute: observeExecute(
+      ({ handle, command, peer, signal }) => access.withSlot(peer, signal, () => backends!.resolver.execute(handle, command, { peer, signal }), handle.path),
+      commandObservers,
+    ),
   });
   server.on('connectionClosed', (event) => {
     // 'refused' connections were never counted (authorize said no, or never ran).

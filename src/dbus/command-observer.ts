@@ -5,9 +5,7 @@
 
 import type { DeviceHandle } from '../backends/backend';
 import type { PrHelperExecute } from '../protocol/server';
-import { decodePrOutCdb } from '../scsi/cdb';
-import { Opcode, PrOutAction } from '../scsi/constants';
-import { decodePrOutParameters } from '../scsi/parameter-list';
+import type { PrCommand } from '../scsi/pr-command';
 import type { ScsiResult } from '../scsi/sense';
 
 export interface ObservedCommand {
@@ -16,8 +14,7 @@ export interface ObservedCommand {
    * that needs the device later reopens it by path or works from rdev.
    */
   readonly handle: DeviceHandle;
-  readonly cdb: Uint8Array;
-  readonly dataOut: Uint8Array;
+  readonly command: PrCommand;
   readonly result: ScsiResult;
 }
 
@@ -52,7 +49,7 @@ export class CommandObservers {
 export function observeExecute(execute: PrHelperExecute, observers: CommandObservers): PrHelperExecute {
   return async (request) => {
     const result = await execute(request);
-    if (observers.size > 0) observers.notify({ handle: request.handle, cdb: request.cdb, dataOut: request.dataOut, result });
+    if (observers.size > 0) observers.notify({ handle: request.handle, command: request.command, result });
     return result;
   };
 }
@@ -67,27 +64,11 @@ export interface DecodedPrOut {
 }
 
 /**
- * Decodes a PR OUT CDB and its parameter list; undefined for PR IN and for a malformed
- * list (such a command did not end GOOD anyway). REGISTER AND MOVE has its own list
- * layout; only its two keys are read.
+ * What a PR OUT did to keys and the reservation, from the decoded command; undefined for
+ * PR IN and for a parameter list that did not decode (such a command did not end GOOD anyway).
  */
-export function decodePrOut(cdb: Uint8Array, dataOut: Uint8Array): DecodedPrOut | undefined {
-  if (cdb.length === 0 || cdb[0] !== Opcode.PERSISTENT_RESERVE_OUT) return undefined;
-  const decoded = decodePrOutCdb(cdb);
-  if (decoded.action === PrOutAction.REGISTER_AND_MOVE) {
-    return { action: decoded.action, type: decoded.type, reservationKey: readKey(dataOut, 0), serviceActionKey: readKey(dataOut, 8), aptpl: false };
-  }
-  const parameters = decodePrOutParameters(dataOut);
-  if (!parameters.ok) return undefined;
-  return {
-    action: decoded.action,
-    type: decoded.type,
-    reservationKey: parameters.value.reservationKey,
-    serviceActionKey: parameters.value.serviceActionKey,
-    aptpl: parameters.value.aptpl,
-  };
-}
-
-function readKey(data: Uint8Array, offset: number): bigint {
-  return data.length >= offset + 8 ? Buffer.from(data.buffer, data.byteOffset, data.byteLength).readBigUInt64BE(offset) : 0n;
+export function decodePrOut(command: PrCommand): DecodedPrOut | undefined {
+  if (command.direction !== 'out' || !command.parameters.ok) return undefined;
+  const p = command.parameters.value;
+  return { action: command.code, type: command.type, reservationKey: p.reservationKey, serviceActionKey: p.serviceActionKey, aptpl: p.aptpl };
 }

@@ -14,7 +14,7 @@ import { DBusError, interface as dbusInterface, NameFlag, RequestNameReply, sess
 import type { Logger } from 'pino';
 import type { DeviceHandle } from '../backends/backend';
 import type { EmulatedBackend } from '../backends/emulated/emulated-backend';
-import { buildPrOut, PrCommandError, type PrOutRequest } from '../backends/pr-commands';
+import { bindBackend, prOutCommand, PrCommandError, type PrOutRequest } from '../backends/pr-commands';
 import { hostSysfs, type BackendChoice, type BackendResolver, type Rdev, type Sysfs } from '../backends/resolve';
 import { describeDeviceFd, type PrHelperServerStats } from '../protocol/server';
 import { isPrType, PrOutAction, Status } from '../scsi/constants';
@@ -413,15 +413,15 @@ export class DbusService implements ManagerController, DeviceController {
     await this.authorize(sender, `${name} on ${devicePath}`);
     const entry = this.devices.get(devicePath);
     if (!entry) throw new DBusError(DbusErrors.NO_SUCH_DEVICE, `no device ${devicePath}`);
-    const { cdb, dataOut } = buildPrOut(request);
+    const command = prOutCommand(request);
     const file = await fs.promises.open(entry.path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK).catch((error: Error) => {
       throw new DBusError(DbusErrors.NO_SUCH_DEVICE, `cannot open ${entry.path}: ${error.message}`);
     });
     try {
       const handle = describeDeviceFd(file.fd);
-      const result = await this.options.resolver.execute(handle, cdb, dataOut);
+      const result = await this.options.resolver.execute(handle, command);
       // The same views as a command from the socket: signals, the multipathd key record.
-      this.options.observers.notify({ handle, cdb, dataOut, result });
+      this.options.observers.notify({ handle, command, result });
       if (result.status !== Status.GOOD) throw new DBusError(DbusErrors.COMMAND_FAILED, new PrCommandError(name, result).message);
     } finally {
       await file.close();
@@ -481,8 +481,8 @@ export class DbusService implements ManagerController, DeviceController {
 
   private observe(command: ObservedCommand): void {
     if (this.closed) return;
-    const { handle, cdb, dataOut, result } = command;
-    const isPrOut = cdb.length > 0 && cdb[0] === 0x5f;
+    const { handle, result } = command;
+    const isPrOut = command.command.direction === 'out';
     const good = result.status === Status.GOOD;
     const known = this.devices.get(handle.path);
     if (known && !(isPrOut && good)) return;
@@ -492,7 +492,7 @@ export class DbusService implements ManagerController, DeviceController {
     // Everything that needs the fd happens now, while it is open; the rest is deferred.
     let choice: BackendChoice | undefined;
     if (!known || known.snapshot.backend !== 'emulated') choice = this.options.resolver.resolve(handle);
-    const decoded = isPrOut && good ? decodePrOut(cdb, dataOut) : undefined;
+    const decoded = isPrOut && good ? decodePrOut(command.command) : undefined;
     const rdev = handle.rdev;
     setImmediate(() => this.safely('command observer', () => this.afterCommand(handle.path, rdev, choice, decoded)));
   }
@@ -575,7 +575,7 @@ export class DbusService implements ManagerController, DeviceController {
         try {
           const handle: DeviceHandle = describeDeviceFd(file.fd);
           const info = this.describeReal(entry.rdev ?? handle.rdev, this.options.resolver.resolve(handle).info.class);
-          const snapshot = await prInSnapshot((cdb, dataOut) => this.options.resolver.execute(handle, cdb, dataOut, { signal: this.stopping.signal }), {
+          const snapshot = await prInSnapshot(bindBackend(this.options.resolver, handle, { signal: this.stopping.signal }), {
             path: entry.path,
             wwid: info.wwid || entry.snapshot.wwid,
             backend: entry.snapshot.backend,

@@ -5,9 +5,10 @@
 // (drivers/target/target_core_pr.c) answers differently from SPC-4, SPC-4 wins and the
 // clause is cited next to the code.
 
-import { ALL_PR_TYPES, isPrType, LU_SCOPE, Opcode, PrInAction, PrOutAction, PrType } from '../scsi/constants';
-import { decodePrInCdb, decodePrOutCdb, PR_CDB_LENGTH } from '../scsi/cdb';
-import { decodePrOutParameters, decodeRegisterAndMoveParameters, PR_OUT_BASIC_PARAMETER_LENGTH, type PrOutParameters } from '../scsi/parameter-list';
+import { prOutAction } from '../scsi/actions';
+import { ALL_PR_TYPES, isPrType, LU_SCOPE, PrType } from '../scsi/constants';
+import { PR_OUT_BASIC_PARAMETER_LENGTH, type ParameterDecodeResult, type PrOutParameters, type RegisterAndMoveParameters } from '../scsi/parameter-list';
+import type { PrCommand, PrInCommand, PrOutCommand } from '../scsi/pr-command';
 import {
   encodeReadFullStatus,
   encodeReadKeys,
@@ -166,17 +167,14 @@ function checkNexus(nexus: Nexus): void {
 }
 
 /**
- * Runs one command. Any CDB and parameter bytes get a SCSI answer; only a malformed
- * `nexus` (a caller bug, not wire input) throws. PR IN data is cut to the allocation
- * length. A pending unit attention for the nexus is reported first and consumed, as
- * LIO does: PERSISTENT RESERVE IN/OUT are not among the commands SAM-5 5.14 exempts.
+ * Runs one admitted command (src/scsi/pr-command.ts settled its opcode and framing). Any
+ * field values get a SCSI answer; only a malformed `nexus` (a caller bug, not wire input)
+ * throws. PR IN data is cut to the allocation length. A pending unit attention for the
+ * nexus is reported first and consumed, as LIO does: PERSISTENT RESERVE IN/OUT are not
+ * among the commands SAM-5 5.14 exempts.
  */
-export function execute(state: PrState, nexus: Nexus, cdb: Uint8Array, dataOut: Uint8Array, options: EngineOptions): ExecuteOutcome {
+export function execute(state: PrState, nexus: Nexus, command: PrCommand, options: EngineOptions): ExecuteOutcome {
   checkNexus(nexus);
-  const opcode = cdb.length > 0 ? cdb[0] : -1;
-  if (opcode !== Opcode.PERSISTENT_RESERVE_IN && opcode !== Opcode.PERSISTENT_RESERVE_OUT) {
-    return { state, result: checkCondition(Sense.INVALID_OPCODE), changed: false };
-  }
   const self = nexusKey(nexus);
   const pending = state.unitAttentions[self];
   if (pending && pending.length > 0) {
@@ -186,25 +184,23 @@ export function execute(state: PrState, nexus: Nexus, cdb: Uint8Array, dataOut: 
     else delete unitAttentions[self];
     return { state: { ...state, unitAttentions }, result: checkCondition(Sense[first]), changed: true };
   }
-  if (cdb.length < PR_CDB_LENGTH) return { state, result: checkCondition(Sense.INVALID_FIELD_IN_CDB), changed: false };
-
-  const step = opcode === Opcode.PERSISTENT_RESERVE_IN ? prIn(state, cdb, options) : prOut(state, nexus, cdb, dataOut, options);
+  const step = command.direction === 'in' ? prIn(state, command, options) : prOut(state, nexus, command, options);
   if (!step.draft) return { state, result: step.result, changed: false };
   return { state: step.draft.toState(), result: step.result, changed: true };
 }
 
 // ---- PERSISTENT RESERVE IN ----
 
-function prIn(state: PrState, cdb: Uint8Array, options: EngineOptions): Step {
-  const { action, allocationLength } = decodePrInCdb(cdb);
-  switch (action) {
-    case PrInAction.READ_KEYS:
+function prIn(state: PrState, command: PrInCommand, options: EngineOptions): Step {
+  const { allocationLength } = command;
+  switch (command.action) {
+    case 'read-keys':
       return success(undefined, encodeReadKeys(readKeys(state), allocationLength));
-    case PrInAction.READ_RESERVATION:
+    case 'read-reservation':
       return success(undefined, encodeReadReservation(readReservation(state), allocationLength));
-    case PrInAction.REPORT_CAPABILITIES:
+    case 'report-capabilities':
       return success(undefined, encodeReportCapabilities(capabilities(options, state), allocationLength));
-    case PrInAction.READ_FULL_STATUS:
+    case 'read-full-status':
       return success(undefined, encodeReadFullStatus(readFullStatus(state, options), allocationLength));
     default:
       return fail(Sense.INVALID_FIELD_IN_CDB);
@@ -213,53 +209,40 @@ function prIn(state: PrState, cdb: Uint8Array, options: EngineOptions): Step {
 
 // ---- PERSISTENT RESERVE OUT ----
 
-function prOut(state: PrState, nexus: Nexus, cdb: Uint8Array, dataOut: Uint8Array, options: EngineOptions): Step {
-  const { action, scope, type, parameterListLength } = decodePrOutCdb(cdb);
-  if (action > PrOutAction.REGISTER_AND_MOVE) {
-    // REPLACE LOST RESERVATION (8) is not implemented (RLR_C=0) and 9..1Fh are reserved.
-    return fail(Sense.INVALID_FIELD_IN_CDB);
-  }
-  // The transport delivered fewer bytes than the CDB announced: the list is short.
-  if (dataOut.length < parameterListLength) return fail(Sense.PARAMETER_LIST_LENGTH_ERROR);
-  const data = dataOut.subarray(0, parameterListLength);
-  if (data.length < PR_OUT_BASIC_PARAMETER_LENGTH) return fail(Sense.PARAMETER_LIST_LENGTH_ERROR);
+function prOut(state: PrState, nexus: Nexus, command: PrOutCommand, options: EngineOptions): Step {
+  const { scope, type } = command;
+  // REPLACE LOST RESERVATION is not implemented (RLR_C=0) and 9..1Fh are reserved.
+  if (command.action === undefined || command.action === 'replace-lost') return fail(Sense.INVALID_FIELD_IN_CDB);
+  if (command.parameterList.length < PR_OUT_BASIC_PARAMETER_LENGTH) return fail(Sense.PARAMETER_LIST_LENGTH_ERROR);
+  if (command.action === 'register-move') return registerAndMove(state, nexus, command.parameters, options);
 
-  const usesTypeAndScope =
-    action === PrOutAction.RESERVE || action === PrOutAction.RELEASE || action === PrOutAction.PREEMPT || action === PrOutAction.PREEMPT_AND_ABORT;
-  if (usesTypeAndScope && (scope !== LU_SCOPE || !isPrType(type))) {
+  if (prOutAction(command.action).usesType && (scope !== LU_SCOPE || !isPrType(type))) {
     // SPC-4 PERSISTENT RESERVE OUT CDB: only LU_SCOPE is defined; obsolete and reserved types are invalid.
     return fail(Sense.INVALID_FIELD_IN_CDB);
   }
-
-  if (action === PrOutAction.REGISTER_AND_MOVE) return registerAndMove(state, nexus, data, options);
-
   // SPC-4 basic PR OUT parameter list: "If the SPEC_I_PT bit is set to one for any service action except the
   // REGISTER service action, then the command shall be terminated with ... INVALID FIELD
   // IN PARAMETER LIST." Checked before the length rules, which depend on SPEC_I_PT.
-  const specIPT = (data[20] & 0x08) !== 0;
-  if (specIPT && action !== PrOutAction.REGISTER) return fail(Sense.INVALID_FIELD_IN_PARAMETER_LIST);
-  const decoded = decodePrOutParameters(data);
-  if (!decoded.ok) return fail(decoded.sense);
-  const p = decoded.value;
+  if (command.specIPT && command.action !== 'register') return fail(Sense.INVALID_FIELD_IN_PARAMETER_LIST);
+  if (!command.parameters.ok) return fail(command.parameters.sense);
+  const p = command.parameters.value;
 
-  switch (action) {
-    case PrOutAction.REGISTER:
+  switch (command.action) {
+    case 'register':
       return register(state, nexus, p, false, options);
-    case PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY:
+    case 'register-ignore':
       return register(state, nexus, p, true, options);
-    case PrOutAction.RESERVE:
+    case 'reserve':
       return reserve(state, nexus, p, type, scope, options);
-    case PrOutAction.RELEASE:
+    case 'release':
       return release(state, nexus, p, type, scope, options);
-    case PrOutAction.CLEAR:
+    case 'clear':
       return clear(state, nexus, p, options);
-    case PrOutAction.PREEMPT:
-    case PrOutAction.PREEMPT_AND_ABORT:
+    case 'preempt':
+    case 'preempt-abort':
       // PREEMPT AND ABORT differs only in aborting the preempted nexuses' tasks, and
       // this device server has no task sets: the state change is the same.
       return preempt(state, nexus, p, type, scope, options);
-    default:
-      return fail(Sense.INVALID_FIELD_IN_CDB);
   }
 }
 
@@ -467,8 +450,7 @@ function preempt(state: PrState, nexus: Nexus, p: PrOutParameters, type: number,
  * 'Register behaviors for a REGISTER AND MOVE service action'). The CDB's SCOPE and TYPE
  * are ignored; the reservation keeps its own.
  */
-function registerAndMove(state: PrState, nexus: Nexus, data: Uint8Array, options: EngineOptions): Step {
-  const decoded = decodeRegisterAndMoveParameters(data);
+function registerAndMove(state: PrState, nexus: Nexus, decoded: ParameterDecodeResult<RegisterAndMoveParameters>, options: EngineOptions): Step {
   if (!decoded.ok) return fail(decoded.sense);
   const p = decoded.value;
   const self = nexusKey(nexus);

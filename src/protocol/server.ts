@@ -14,18 +14,17 @@ import type { DeviceHandle, PeerIdentity } from '../backends/backend';
 import { Status, prTypeName, statusName } from '../scsi/constants';
 import { prInTitle, prOutActionByCode, prOutTitle } from '../scsi/actions';
 import { ScsiResult, Sense, checkCondition, describeSense } from '../scsi/sense';
-import { refusePrOutOnReadOnly } from '../backends/read-only';
+import { admitCommand, type Admission, type CommandGuard } from '../backends/admission';
+import { commandKeys, type PrCommand } from '../scsi/pr-command';
 import { ConnectionClosedError, FdConnection } from './fd-connection';
-import { PrHelperRequest, isPrOut, transferLength } from './messages';
+import { PrHelperRequest, isPrOut } from './messages';
 import { RequestParser } from './parser';
 import { serializeFeatures, serializeReply } from './serializer';
 
 export interface PrHelperExecuteRequest {
   readonly handle: DeviceHandle;
-  /** The 16-byte CDB as received. */
-  readonly cdb: Buffer;
-  /** The PR OUT parameter list; empty for PR IN. */
-  readonly dataOut: Buffer;
+  /** The request's CDB and parameter list, decoded and admitted once. */
+  readonly command: PrCommand;
   readonly peer: PeerIdentity;
   /** Aborted when the client hangs up during the command, or on close({ abortInFlight }). */
   readonly signal: AbortSignal;
@@ -46,6 +45,8 @@ export interface PrHelperServerOptions {
   readonly maxConnections?: number;
   /** Access control hook, called once per connection with SO_PEERCRED; false (or a throw) closes it. */
   readonly authorize?: (peer: PeerIdentity) => boolean | Promise<boolean>;
+  /** Checks run on every admitted command before execute (after decoding and the read-only rule). */
+  readonly guards?: readonly CommandGuard[];
 }
 
 export type ListenTarget =
@@ -108,6 +109,7 @@ export class PrHelperServer extends EventEmitter {
   private readonly logger: Logger;
   private readonly maxConnections: number;
   private readonly authorize: PrHelperServerOptions['authorize'];
+  private readonly guards: readonly CommandGuard[];
   private listenFd = -1;
   private listenWatcher: libc.FdWatcher | undefined;
   private boundPath: { path: string; ino: number } | undefined;
@@ -134,6 +136,7 @@ export class PrHelperServer extends EventEmitter {
     this.logger = options.logger;
     this.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.authorize = options.authorize;
+    this.guards = options.guards ?? [];
   }
 
   get stats(): PrHelperServerStats {
@@ -355,13 +358,14 @@ export class PrHelperServer extends EventEmitter {
 
   private async handleRequest(state: ConnectionState, request: PrHelperRequest, log: Logger): Promise<void> {
     state.inFlight = true;
-    const prOut = isPrOut(request.cdb);
     let handle: DeviceHandle | undefined;
+    let admission: Admission | undefined;
     let result: ScsiResult;
     try {
       handle = describeDeviceFd(request.fd);
-      // qemu-pr-helper's check, before any backend: PR OUT needs an fd opened for writing.
-      result = refusePrOutOnReadOnly(handle, request.cdb) ?? (await this.runExecute(state, handle, request, log));
+      // Decoded once, then qemu-pr-helper's read-only rule and the caller's guards, before any backend.
+      admission = admitCommand(handle, request.cdb, request.dataOut, this.guards, state.peer);
+      result = admission.ok ? await this.runExecute(state, handle, admission.command, log) : admission.result;
     } catch (error) {
       this.counters.executeErrors++;
       log.error({ err: error, fd: request.fd }, 'cannot inspect the request fd');
@@ -381,9 +385,9 @@ export class PrHelperServer extends EventEmitter {
     }
     state.commands++;
     this.counters.commands++;
-    if (prOut) this.counters.prOut++;
+    if (isPrOut(request.cdb)) this.counters.prOut++;
     else this.counters.prIn++;
-    this.logCommand(log, request, handle, result);
+    logCommand(log, handle, admission, result);
     try {
       await state.connection.write(reply);
     } finally {
@@ -391,55 +395,66 @@ export class PrHelperServer extends EventEmitter {
     }
   }
 
-  private async runExecute(state: ConnectionState, handle: DeviceHandle, request: PrHelperRequest, log: Logger): Promise<ScsiResult> {
+  private async runExecute(state: ConnectionState, handle: DeviceHandle, command: PrCommand, log: Logger): Promise<ScsiResult> {
     const abort = new AbortController();
     state.abort = abort;
     state.connection.watchDisconnect(() => abort.abort(new ConnectionClosedError('client disconnected')));
     try {
-      const result = await this.execute({ handle, cdb: request.cdb, dataOut: request.dataOut, peer: state.peer!, signal: abort.signal });
+      const result = await this.execute({ handle, command, peer: state.peer!, signal: abort.signal });
       if (!isScsiResult(result)) throw new TypeError(`execute resolved to a malformed result: ${safeDescribe(result)}`);
       return result;
     } catch (error) {
       this.counters.executeErrors++;
-      log.error({ err: error, device: handle.path, cdb: request.cdb.toString('hex') }, 'execute failed; answering LUN COMMUNICATION FAILURE');
+      log.error({ err: error, device: handle.path, cdb: Buffer.from(command.cdb).toString('hex') }, 'execute failed; answering LUN COMMUNICATION FAILURE');
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     } finally {
       state.connection.watchDisconnect(undefined);
       state.abort = undefined;
     }
   }
+}
 
-  private logCommand(log: Logger, request: PrHelperRequest, handle: DeviceHandle | undefined, result: ScsiResult): void {
-    const cdb = request.cdb;
-    // PR IN is logged at debug level; skip building a line nobody will write.
-    if (!isPrOut(cdb) && !log.isLevelEnabled('debug')) return;
-    const action = cdb[1] & 0x1f;
-    const outcome = {
-      status: statusName(result.status),
-      sense: result.status === Status.CHECK_CONDITION ? describeSense(result.sense) : undefined,
-    };
-    if (isPrOut(cdb)) {
-      const data = request.dataOut;
-      const name = prOutTitle(action);
-      const usesType = prOutActionByCode(action)?.usesType ?? false;
-      log.info(
-        {
-          device: handle?.path,
-          action: name,
-          key: data.length >= 8 ? data.subarray(0, 8).toString('hex') : undefined,
-          serviceActionKey: data.length >= 16 ? data.subarray(8, 16).toString('hex') : undefined,
-          // Only these service actions use the TYPE and SCOPE fields.
-          type: usesType ? prTypeName(cdb[2] & 0x0f) : undefined,
-          scope: usesType ? cdb[2] >> 4 : undefined,
-          ...outcome,
-        },
-        `PR OUT ${name}: ${outcome.status}${outcome.sense ? ` ${outcome.sense}` : ''}`,
-      );
-    } else {
-      const name = prInTitle(action);
-      log.debug({ device: handle?.path, action: name, allocationLength: transferLength(cdb), ...outcome }, `PR IN ${name}: ${outcome.status}`);
-    }
+/**
+ * One line per command: PR OUT at info (it changes the LU), PR IN at debug, and a command
+ * refused before decoding at info with the reason. Built from the decoded command only.
+ */
+function logCommand(log: Logger, handle: DeviceHandle | undefined, admission: Admission | undefined, result: ScsiResult): void {
+  const command = admission?.command;
+  const isOut = command?.direction === 'out';
+  // PR IN is logged at debug level; skip building a line nobody will write.
+  if (command && !isOut && !log.isLevelEnabled('debug')) return;
+  const outcome = {
+    status: statusName(result.status),
+    sense: result.status === Status.CHECK_CONDITION ? describeSense(result.sense) : undefined,
+  };
+  const summary = `${outcome.status}${outcome.sense ? ` ${outcome.sense}` : ''}`;
+  if (!command) {
+    log.info({ device: handle?.path, reason: admission && !admission.ok ? admission.reason : undefined, ...outcome }, `command refused: ${summary}`);
+  } else if (command.direction === 'out') {
+    const name = prOutTitle(command.code);
+    const usesType = prOutActionByCode(command.code)?.usesType ?? false;
+    const keys = commandKeys(command);
+    log.info(
+      {
+        device: handle?.path,
+        action: name,
+        key: keys ? hexKey(keys.reservationKey) : undefined,
+        serviceActionKey: keys ? hexKey(keys.serviceActionKey) : undefined,
+        // Only these service actions use the TYPE and SCOPE fields.
+        type: usesType ? prTypeName(command.type) : undefined,
+        scope: usesType ? command.scope : undefined,
+        ...outcome,
+      },
+      `PR OUT ${name}: ${summary}`,
+    );
+  } else {
+    const name = prInTitle(command.code);
+    log.debug({ device: handle?.path, action: name, allocationLength: command.allocationLength, ...outcome }, `PR IN ${name}: ${outcome.status}`);
   }
+}
+
+function hexKey(key: bigint): string {
+  return key.toString(16).padStart(16, '0');
 }
 
 /** What a backend needs to know about the fd a client sent. */

@@ -15,7 +15,8 @@ import { encodePrOutParameters, encodeRegisterAndMoveParameters } from '../../sr
 import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation, decodeReportCapabilities } from '../../src/scsi/pr-in-data';
 import { decodeSense, type ScsiResult } from '../../src/scsi/sense';
 import { parseTransportId, type TransportId } from '../../src/scsi/transport-id';
-import { defaultEngineOptions, execute, initialState, type Nexus, type PrState } from '../../src/engine';
+import { executeBytes } from '../support/pr-bytes';
+import { defaultEngineOptions, initialState, type Nexus, type PrState } from '../../src/engine';
 import type { PrExecutor } from '../../src/backends/pr-commands';
 
 export type Initiator = 'A' | 'B';
@@ -383,7 +384,7 @@ export function engineExecutors(ctx: ScenarioContext): { executors: Record<Initi
   const executorFor = (who: Initiator): PrExecutor => {
     const nexus: Nexus = { initiator: ctx.transportIds[who], targetPort: ctx.targetPorts[who] };
     return async (cdb, dataOut) => {
-      const outcome = execute(state, nexus, cdb, dataOut, options);
+      const outcome = executeBytes(state, nexus, cdb, dataOut, options);
       state = outcome.state;
       return outcome.result;
     };

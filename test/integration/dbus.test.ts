@@ -5,6 +5,8 @@
 // (real systemd cannot run here) with a multipathd TEST DOUBLE (no multipathd on this
 // host), and a daemon whose bus is unreachable.
 
+import { decoded } from '../support/pr-bytes';
+import { encodePrOutCdb } from '../../src/scsi/cdb';
 import { expect } from 'chai';
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -121,9 +123,10 @@ describe('D-Bus: object paths and change detection', () => {
 
   it('decodes PR OUT keys and type, and ignores PR IN and malformed lists', () => {
     const { cdb, dataOut } = pr.buildPrOut({ action: 'preempt-abort', reservationKey: 0xb1n, serviceActionKey: 0xa1n, type: PrType.EXCLUSIVE_ACCESS });
-    expect(decodePrOut(cdb, dataOut)).to.deep.include({ action: 0x05, type: PrType.EXCLUSIVE_ACCESS, reservationKey: 0xb1n, serviceActionKey: 0xa1n });
-    expect(decodePrOut(pr.buildPrIn(0), Buffer.alloc(0))).to.equal(undefined);
-    expect(decodePrOut(cdb, Buffer.alloc(5))).to.equal(undefined);
+    expect(decodePrOut(decoded(cdb, dataOut))).to.deep.include({ action: 0x05, type: PrType.EXCLUSIVE_ACCESS, reservationKey: 0xb1n, serviceActionKey: 0xa1n });
+    expect(decodePrOut(decoded(pr.buildPrIn(0)))).to.equal(undefined);
+    const shortList = encodePrOutCdb({ action: 0x05, type: PrType.EXCLUSIVE_ACCESS, parameterListLength: 5 });
+    expect(decodePrOut(decoded(shortList, Buffer.alloc(5)))).to.equal(undefined);
   });
 
   it('an empty emulated LU has generation 0, no keys, no reservation', () => {
@@ -769,7 +772,7 @@ describe('D-Bus: a device served by a non-emulated backend (the PR IN view)', fu
     });
     client = await connectClientBus(bus.address);
     signals = await SignalRecorder.start(client, BUS_NAME);
-    observed = observeExecute(({ handle, cdb, dataOut }) => resolver.execute(handle, cdb, dataOut), observers);
+    observed = observeExecute(({ handle, command }) => resolver.execute(handle, command), observers);
   });
   after(async () => {
     signals.stop();
@@ -790,7 +793,7 @@ describe('D-Bus: a device served by a non-emulated backend (the PR IN view)', fu
     try {
       const handle = describeDeviceFd(fd);
       const peer = { pid: process.pid, uid: 0, gid: 0 };
-      const runIt: pr.PrExecutor = (cdb, dataOut) => observed({ handle, cdb, dataOut, peer, signal: new AbortController().signal });
+      const runIt: pr.PrExecutor = async (cdb, dataOut) => observed({ handle, command: decoded(cdb, dataOut), peer, signal: new AbortController().signal });
       const other = pr.bindBackend(otherHost, { fd: -1, path: lu, writable: true });
 
       let from = signals.count;

@@ -7,6 +7,7 @@
 // independent of this project) is the oracle for what the target really holds.
 // PREEMPT AND ABORT runs only on iSCSI: it deadlocks LIO over tcm_loop.
 
+import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import * as fs from 'fs';
 import { sgIo } from '../../ffi/sg-io';
@@ -16,6 +17,7 @@ import {
   bindBackend,
   buildPrIn,
   buildPrOut,
+  prInCommand,
   prOut,
   readKeys as prReadKeys,
   readReservation as prReadReservation,
@@ -155,13 +157,13 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
     });
 
     it('PR IN asks for exactly the allocation length and returns what was transferred', async function () {
-      const short = await sg.execute(a, buildPrIn(PrInAction.READ_KEYS, 12), Buffer.alloc(0));
+      const short = await runBytes(sg, a, buildPrIn(PrInAction.READ_KEYS, 12), Buffer.alloc(0));
       expectStatus(short, Status.GOOD, 'READ KEYS, 12 bytes');
       expect(short.dataIn.length).to.equal(12);
       expect(short.dataIn.readUInt32BE(4), 'additional length still says two keys').to.equal(16);
-      const header = await sg.execute(a, buildPrIn(PrInAction.READ_KEYS, 8), Buffer.alloc(0));
+      const header = await runBytes(sg, a, buildPrIn(PrInAction.READ_KEYS, 8), Buffer.alloc(0));
       expect(header.dataIn.length).to.equal(8);
-      const roomy = await sg.execute(a, buildPrIn(PrInAction.READ_KEYS, 4096), Buffer.alloc(0));
+      const roomy = await runBytes(sg, a, buildPrIn(PrInAction.READ_KEYS, 4096), Buffer.alloc(0));
       expect(roomy.dataIn.length).to.be.within(24, 4096);
       const decoded = decodeReadKeys(roomy.dataIn);
       expect(decoded.ok && decoded.value.keys).to.deep.equal([KEY_A, KEY_B]);
@@ -202,7 +204,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
       expect(readKeys(pathB).keys).to.deep.equal([KEY_B]);
       expect(readReservation(pathB).holder).to.deep.equal({ key: KEY_B, type: PrType.EXCLUSIVE_ACCESS });
       // multipathd's path checker may consume the unit attention first; if it is still there it must be 06/2A/05.
-      const first = await sg.execute(a, buildPrIn(PrInAction.READ_KEYS), Buffer.alloc(0));
+      const first = await runBytes(sg, a, buildPrIn(PrInAction.READ_KEYS), Buffer.alloc(0));
       if (first.status === Status.CHECK_CONDITION) expectSense(first, Sense.REGISTRATIONS_PREEMPTED, 'A after being preempted');
       else expectStatus(first, Status.GOOD, 'A after being preempted');
     });
@@ -302,7 +304,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
       expectSense(await out(blkpr, a, { action: 'register', serviceActionKey: KEY_A, allTgPt: true }), Sense.INVALID_FIELD_IN_PARAMETER_LIST, 'ALL_TG_PT');
       const move = buildPrOut({ action: 'register', serviceActionKey: KEY_A });
       move.cdb[1] = 0x07;
-      expectSense(await blkpr.execute(a, move.cdb, move.dataOut), Sense.INVALID_FIELD_IN_CDB, 'REGISTER AND MOVE');
+      expectSense(await runBytes(blkpr, a, move.cdb, move.dataOut), Sense.INVALID_FIELD_IN_CDB, 'REGISTER AND MOVE');
       expect(readKeys(pathA).keys).to.deep.equal([]);
     });
   });
@@ -312,7 +314,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
     beforeEach(drainAll);
 
     it('SG_IO on the map reaches a path (dm passes it through): PR IN works on the map fd itself', async function () {
-      const direct = await passThroughPr(map.fd, buildPrIn(PrInAction.READ_KEYS), new Uint8Array(0));
+      const direct = await passThroughPr(map.fd, prInCommand(PrInAction.READ_KEYS));
       expect(direct.errno, 'SG_IO on the dm fd').to.equal(undefined);
       expectStatus(direct.result, Status.GOOD, 'READ KEYS on the map');
     });
@@ -329,7 +331,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
     it('PR IN falls back to a running slave path when the map refuses SG_IO (suspended map: EAGAIN)', async function () {
       run('dmsetup', ['suspend', '--noflush', topology.mpathName]);
       try {
-        const direct = await passThroughPr(map.fd, buildPrIn(PrInAction.READ_KEYS), new Uint8Array(0));
+        const direct = await passThroughPr(map.fd, prInCommand(PrInAction.READ_KEYS));
         expect(direct.errno, 'SG_IO on a suspended map').to.equal(LinuxErrno.EAGAIN);
         expect((await prReadKeys(onMap())).keys).to.deep.equal(topology.pathDevices.map(() => KEY_M));
       } finally {

@@ -193,8 +193,8 @@ describe('PrHelperServer', function () {
       expect(reply.status).to.equal(Status.GOOD);
       expect(h.calls).to.have.length(1);
       const call = h.calls[0];
-      expect(call.cdb).to.deep.equal(register());
-      expect(call.dataOut).to.deep.equal(params);
+      expect(Buffer.from(call.command.cdb)).to.deep.equal(register().subarray(0, 10));
+      expect(call.command.direction === 'out' && Buffer.from(call.command.parameterList)).to.deep.equal(params);
       expect(call.handle.path).to.equal(device.path);
       expect(call.handle.writable).to.equal(true);
       expect(call.handle.rdev).to.equal(undefined);
@@ -380,7 +380,7 @@ describe('PrHelperServer', function () {
       const params = Buffer.alloc(8192, 0x42);
       const reply = await c.execute(device.fd, cdb({ opcode: 0x5f, action: 0, length: 8192 }), params);
       expect(reply.status).to.equal(Status.GOOD);
-      expect(h.calls[0].dataOut).to.deep.equal(params);
+      expect(h.calls[0].command.direction === 'out' && Buffer.from(h.calls[0].command.parameterList)).to.deep.equal(params);
     });
   });
 
@@ -442,8 +442,8 @@ describe('PrHelperServer', function () {
       h.respond = async (request) => {
         const keys = registered.get(request.handle.path) ?? [];
         registered.set(request.handle.path, keys);
-        if (request.cdb[0] === 0x5f) {
-          keys.push(request.dataOut.readBigUInt64BE(8));
+        if (request.command.direction === 'out') {
+          keys.push(Buffer.from(request.command.parameterList).readBigUInt64BE(8));
           return good();
         }
         const data = Buffer.alloc(8 + keys.length * 8);
@@ -480,7 +480,7 @@ describe('PrHelperServer', function () {
       const release = deferred<ScsiResult>();
       const slowStarted = deferred<void>();
       h.respond = async (request) => {
-        if (request.cdb[1] === 0x01) {
+        if (request.command.code === 0x01) {
           order.push('slow: execute');
           slowStarted.resolve();
           return release.promise;
@@ -508,7 +508,7 @@ describe('PrHelperServer', function () {
       const release = deferred<ScsiResult>();
       const firstStarted = deferred<void>();
       h.respond = async (request) => {
-        const tag = request.cdb[1] === 0x01 ? 'first' : request.cdb[1] === 0x02 ? 'second' : 'other';
+        const tag = request.command.code === 0x01 ? 'first' : request.command.code === 0x02 ? 'second' : 'other';
         order.push(`${tag}: execute`);
         if (tag === 'first') {
           firstStarted.resolve();

@@ -1,3 +1,4 @@
+import { decodePrCommand } from '../../src/scsi/pr-command';
 import { expect } from 'chai';
 import { BlockPrType } from '../../ffi/block-pr';
 import { KernelPrType, scsiTypeToKernel, translatePrOut, type Translation } from '../../src/backends/blkpr/translate';
@@ -23,7 +24,15 @@ function params(options: { key?: bigint; saKey?: bigint; aptpl?: boolean; allTgP
 function translate(action: number, options: { type?: number; scope?: number; data?: Buffer; length?: number } = {}): Translation {
   const data = options.data ?? params();
   const cdb = encodePrOutCdb({ action, scope: options.scope ?? 0, type: options.type ?? 0, parameterListLength: options.length ?? data.length });
-  return translatePrOut(cdb, data);
+  return translateBytes(cdb, data);
+}
+
+/** Through the one decoder, as the backend receives commands: framing errors are the decoder's answer. */
+function translateBytes(cdb: Uint8Array, data: Uint8Array): Translation {
+  const outcome = decodePrCommand(cdb, data);
+  if (!outcome.ok) return outcome;
+  if (outcome.command.direction !== 'out') throw new Error('not a PR OUT command');
+  return translatePrOut(outcome.command);
 }
 
 function expectRefusal(t: Translation, sense: SenseCondition, reason: RegExp): void {
@@ -138,7 +147,7 @@ describe('blkpr: PR OUT → IOC_PR_* translation', function () {
       expectRefusal(translate(PrOutAction.REGISTER, { data: Buffer.alloc(32) }), Sense.PARAMETER_LIST_LENGTH_ERROR, /exactly 24/);
     });
     it('a CDB shorter than 10 bytes → INVALID FIELD IN CDB', function () {
-      const t = translatePrOut(Buffer.from([0x5f, 0, 0, 0, 0, 0]), params());
+      const t = translateBytes(Buffer.from([0x5f, 0, 0, 0, 0, 0]), params());
       expectRefusal(t, Sense.INVALID_FIELD_IN_CDB, /CDB is 6 bytes/);
     });
   });

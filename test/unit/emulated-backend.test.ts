@@ -1,3 +1,4 @@
+import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -148,7 +149,7 @@ for (const writerThread of [false, true]) describe(`emulated backend: a simulate
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ minLength: 0, maxLength: 16 }), fc.uint8Array({ maxLength: 64 }), fc.boolean(), async (cdb, data, prOut) => {
         if (cdb.length > 0) cdb[0] = prOut ? 0x5f : 0x5e;
-        const result = await hostA.execute(lu, cdb, data);
+        const result = await runBytes(hostA, lu, cdb, data);
         expect([Status.GOOD, Status.CHECK_CONDITION, Status.RESERVATION_CONFLICT]).to.include(result.status);
         if (result.status === Status.CHECK_CONDITION) expect(result.sense.length).to.be.greaterThan(0);
       }),

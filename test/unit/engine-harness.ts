@@ -18,7 +18,8 @@ import {
 } from '../../src/scsi/pr-in-data';
 import { decodeSense, Sense, type ScsiResult, type SenseCondition, type SenseName } from '../../src/scsi/sense';
 import type { TransportId } from '../../src/scsi/transport-id';
-import { defaultEngineOptions, execute, initialState, nexusKey, type EngineOptions, type Nexus, type PrState } from '../../src/engine';
+import { executeBytes } from '../support/pr-bytes';
+import { defaultEngineOptions, initialState, nexusKey, type EngineOptions, type Nexus, type PrState } from '../../src/engine';
 
 export const iscsi = (name: string, isid?: string): TransportId => (isid === undefined ? { protocol: 'iscsi', name } : { protocol: 'iscsi', name, isid });
 export const nexus = (initiator: TransportId, targetPort = 1): Nexus => ({ initiator, targetPort });
@@ -40,7 +41,7 @@ export class Lu {
 
   run(n: Nexus, cdb: Uint8Array, dataOut: Uint8Array = Buffer.alloc(0)): ScsiResult {
     const before = this.state;
-    const outcome = execute(this.state, n, cdb, dataOut, this.options);
+    const outcome = executeBytes(this.state, n, cdb, dataOut, this.options);
     expect(outcome.changed).to.equal(outcome.state !== before, 'changed must say whether a new state came back');
     this.state = outcome.state;
     return outcome.result;

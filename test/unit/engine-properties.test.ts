@@ -2,6 +2,7 @@
 // from 3 initiators over 2 target ports, checking the invariants SPC-4 implies after
 // every step.
 
+import { executeBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
@@ -13,7 +14,6 @@ import { transportIdKey, type TransportId } from '../../src/scsi/transport-id';
 import {
   ALL_REGISTRANTS,
   defaultEngineOptions,
-  execute,
   initialState,
   isAllRegistrantsType,
   isReservationHolder,
@@ -190,11 +190,11 @@ function checkInvariants(state: PrState): void {
   expect(serializeState(parseState(text))).to.equal(text);
   // READ KEYS and READ FULL STATUS, as a nexus without pending UAs sees them, match the registrations.
   const quiet = { ...state, unitAttentions: {} };
-  const keysIn = execute(quiet, NEXUSES[0], encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: 0xffff }), new Uint8Array(0), OPTIONS);
+  const keysIn = executeBytes(quiet, NEXUSES[0], encodePrInCdb({ action: PrInAction.READ_KEYS, allocationLength: 0xffff }), new Uint8Array(0), OPTIONS);
   const decodedKeys = decodeReadKeys(keysIn.result.dataIn);
   expect(decodedKeys.ok && decodedKeys.value.keys).to.deep.equal(state.registrations.map((r) => r.key));
   expect(decodedKeys.ok && decodedKeys.value.generation).to.equal(state.generation);
-  const statusIn = execute(quiet, NEXUSES[1], encodePrInCdb({ action: PrInAction.READ_FULL_STATUS, allocationLength: 0xffff }), new Uint8Array(0), OPTIONS);
+  const statusIn = executeBytes(quiet, NEXUSES[1], encodePrInCdb({ action: PrInAction.READ_FULL_STATUS, allocationLength: 0xffff }), new Uint8Array(0), OPTIONS);
   const status = decodeReadFullStatus(statusIn.result.dataIn);
   expect(status.ok).to.equal(true);
   if (status.ok) {
@@ -229,7 +229,7 @@ describe('engine: properties over random command sequences (3 initiators x 2 tar
           const nexus = pickNexus(command.nexus, state);
           const { cdb, data } = build(command, state, nexus);
           const before = state;
-          const outcome = execute(state, nexus, cdb, data, OPTIONS);
+          const outcome = executeBytes(state, nexus, cdb, data, OPTIONS);
           const { result } = outcome;
           expect([Status.GOOD, Status.CHECK_CONDITION, Status.RESERVATION_CONFLICT]).to.include(result.status);
           expect(outcome.changed).to.equal(outcome.state !== before);
@@ -261,7 +261,7 @@ describe('engine: properties over random command sequences (3 initiators x 2 tar
           return commands.map((command) => {
             const nexus = pickNexus(command.nexus, state);
             const { cdb, data } = build(command, state, nexus);
-            const outcome = execute(state, nexus, cdb, data, OPTIONS);
+            const outcome = executeBytes(state, nexus, cdb, data, OPTIONS);
             state = outcome.state;
             return `${outcome.result.status}:${outcome.result.sense.toString('hex')}:${outcome.result.dataIn.toString('hex')}:${serializeState(state)}`;
           });
@@ -280,7 +280,7 @@ describe('engine: properties over random command sequences (3 initiators x 2 tar
           const nexus = pickNexus(command.nexus, state);
           const { cdb, data } = build(command, state, nexus);
           const snapshot = serializeState(state);
-          const outcome = execute(state, nexus, cdb, data, OPTIONS);
+          const outcome = executeBytes(state, nexus, cdb, data, OPTIONS);
           expect(serializeState(state)).to.equal(snapshot);
           state = outcome.state;
         }

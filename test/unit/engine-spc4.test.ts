@@ -2,6 +2,7 @@
 // every success, every RESERVATION CONFLICT and ILLEGAL REQUEST case, unit attentions,
 // PRgeneration, READ FULL STATUS and REPORT CAPABILITIES.
 
+import { executeBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
 import { PrInAction, PrOutAction, PrType, Status } from '../../src/scsi/constants';
@@ -11,7 +12,6 @@ import { Sense } from '../../src/scsi/sense';
 import {
   capabilities,
   defaultEngineOptions,
-  execute,
   initialState,
   isRegistered,
   nexusKey,
@@ -352,7 +352,7 @@ describe('engine: SPC-4 persistent reservations', () => {
     it('is a no-op for the holder with the same type, and a conflict with another type or for others', () => {
       const lu = threeRegistered();
       expectGood(lu.reserve(A, KA, PrType.EXCLUSIVE_ACCESS));
-      const outcome = execute(lu.state, A, encodePrOutCdb({ action: PrOutAction.RESERVE, type: PrType.EXCLUSIVE_ACCESS, parameterListLength: 24 }), encodePrOutParameters({ reservationKey: KA, serviceActionKey: 0n, specIPT: false, allTgPt: false, aptpl: false, transportIds: [] }), lu.options);
+      const outcome = executeBytes(lu.state, A, encodePrOutCdb({ action: PrOutAction.RESERVE, type: PrType.EXCLUSIVE_ACCESS, parameterListLength: 24 }), encodePrOutParameters({ reservationKey: KA, serviceActionKey: 0n, specIPT: false, allTgPt: false, aptpl: false, transportIds: [] }), lu.options);
       expect(outcome.result.status).to.equal(Status.GOOD);
       expect(outcome.changed).to.equal(false);
       unchanged(lu, () => expectConflict(lu.reserve(A, KA, PrType.WRITE_EXCLUSIVE)));

@@ -3,6 +3,7 @@
 // fake sysfs. What the stand-in received is recorded, so the tests see exactly what would
 // have reached the library.
 
+import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -60,7 +61,7 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
     fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
   const out = (request: Parameters<typeof buildPrOut>[0], device: DeviceHandle = handle) => {
     const { cdb, dataOut } = buildPrOut(request);
-    return backend.execute(device, cdb, dataOut);
+    return runBytes(backend, device, cdb, dataOut);
   };
 
   before(() => {
@@ -95,7 +96,7 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
   afterEach(() => backend.close());
 
   it('hands READ KEYS to the library when no path answers, with the map\'s dev_t and path, and returns its wire bytes', async function () {
-    const result = await backend.execute(handle, buildPrIn(PrInAction.READ_KEYS, 16), new Uint8Array(0));
+    const result = await runBytes(backend, handle, buildPrIn(PrInAction.READ_KEYS, 16), new Uint8Array(0));
     expect(result.status).to.equal(Status.GOOD);
     expect(result.dataIn.toString('hex')).to.equal('00000007000000080000000000000abc');
     expect(received()).to.deep.equal([
@@ -157,10 +158,10 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
 
   it('refuses without calling the library: PR OUT on a read-only fd, REGISTER AND MOVE, SPEC_I_PT, a short list', async function () {
     expectSense(await out({ action: 'reserve', reservationKey: 1n, type: 5 }, readOnly), Sense.INVALID_OPCODE);
-    expectSense(await backend.execute(handle, encodePrOutCdb({ action: 7, parameterListLength: 24 }), new Uint8Array(24)), Sense.INVALID_FIELD_IN_CDB);
+    expectSense(await runBytes(backend, handle, encodePrOutCdb({ action: 7, parameterListLength: 24 }), new Uint8Array(24)), Sense.INVALID_FIELD_IN_CDB);
     expectSense(await out({ action: 'register', serviceActionKey: 1n, transportIds: [{ protocol: 'fc', portName: 1n }] }), Sense.INVALID_FIELD_IN_PARAMETER_LIST);
-    expectSense(await backend.execute(handle, encodePrOutCdb({ action: 0, parameterListLength: 8 }), new Uint8Array(8)), Sense.PARAMETER_LIST_LENGTH_ERROR);
-    expectSense(await backend.execute(handle, encodePrOutCdb({ action: 0, parameterListLength: 24 }), new Uint8Array(8)), Sense.PARAMETER_LIST_LENGTH_ERROR);
+    expectSense(await runBytes(backend, handle, encodePrOutCdb({ action: 0, parameterListLength: 8 }), new Uint8Array(8)), Sense.PARAMETER_LIST_LENGTH_ERROR);
+    expectSense(await runBytes(backend, handle, encodePrOutCdb({ action: 0, parameterListLength: 24 }), new Uint8Array(8)), Sense.PARAMETER_LIST_LENGTH_ERROR);
     expect(received()).to.deep.equal([]);
     expect(backend.workerStarts, 'no worker was even started').to.equal(0);
   });

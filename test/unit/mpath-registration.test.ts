@@ -4,6 +4,8 @@
 // (one path refusing what another accepts, a path that cannot be opened exactly during one
 // command); test/lab/mpath.lab.ts runs the same code against LIO and dm-multipath.
 
+import type { PrCommand } from '../../src/scsi/pr-command';
+import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -12,7 +14,7 @@ import type { DeviceHandle } from '../../src/backends/backend';
 import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
 import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
 import type { PathTransport } from '../../src/backends/mpath/path-io';
-import { buildPrIn, buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
+import { buildPrIn, buildPrOut, prOutCommand, type PrOutRequest } from '../../src/backends/pr-commands';
 import { defaultEngineOptions, execute } from '../../src/engine/engine';
 import { initialState, type Nexus, type PrState } from '../../src/engine/state';
 import { PrInAction, Status } from '../../src/scsi/constants';
@@ -54,15 +56,16 @@ class FakeSan {
     close: (fd) => {
       this.open.delete(fd);
     },
-    send: async (fd, cdb, dataOut) => {
+    send: async (fd, command) => {
       const name = this.open.get(fd);
       if (!name) throw new Error(`fd ${fd} is not an open path`);
-      if (cdb[0] === 0x5f) this.sent.push(`${name}:${cdb[1] & 0x1f}`);
-      const refusal = cdb[0] === 0x5f ? this.refusing.get(name) : undefined;
+      const isOut = command.direction === 'out';
+      if (isOut) this.sent.push(`${name}:${command.code}`);
+      const refusal = isOut ? this.refusing.get(name) : undefined;
       if (refusal) return refusal;
-      if (cdb[0] === 0x5f && this.swallowNext.delete(name)) return good();
-      if (cdb[0] === 0x5e && (cdb[1] & 0x1f) === PrInAction.READ_FULL_STATUS && this.noFullStatus) return checkCondition(Sense.INVALID_FIELD_IN_CDB);
-      return this.run(this.nexus(name), cdb, dataOut);
+      if (isOut && this.swallowNext.delete(name)) return good();
+      if (command.action === 'read-full-status' && this.noFullStatus) return checkCondition(Sense.INVALID_FIELD_IN_CDB);
+      return this.runCommand(this.nexus(name), command);
     },
   };
 
@@ -70,15 +73,14 @@ class FakeSan {
     return { initiator: OUR_INITIATOR, targetPort: PATHS[name].targetPort };
   }
 
-  run(nexus: Nexus, cdb: Uint8Array, dataOut: Uint8Array): ScsiResult {
-    const outcome = execute(this.state, nexus, cdb, dataOut, this.options);
+  runCommand(nexus: Nexus, command: PrCommand): ScsiResult {
+    const outcome = execute(this.state, nexus, command, this.options);
     this.state = outcome.state;
     return outcome.result;
   }
 
   out(nexus: Nexus, request: PrOutRequest): ScsiResult {
-    const { cdb, dataOut } = buildPrOut(request);
-    return this.run(nexus, cdb, dataOut);
+    return this.runCommand(nexus, prOutCommand(request));
   }
 
   /** The key our initiator holds through `name`, if registered there. */
@@ -98,10 +100,7 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     messages.push(msg ?? '');
   };
   const logger = { debug: sink, info: sink, warn: sink, error: sink } as unknown as WorkerLogger;
-  const register = (request: PrOutRequest) => {
-    const { cdb, dataOut } = buildPrOut(request);
-    return backend.execute(handle, cdb, dataOut);
-  };
+  const register = (request: PrOutRequest) => backend.execute(handle, prOutCommand(request));
   const report = () => backend.lastReport.get('mpathf');
 
   before(() => {
@@ -229,11 +228,11 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     const fixed = new MpathBackend({ logger, multipathd: null, reservationKeySetting: { source: 'key', key: K1 }, roots: { sysfs: path.join(dir, 'sys'), dev: path.join(dir, 'dev') }, pathTransport: san.transport });
     try {
       const other = buildPrOut({ action: 'register-ignore', serviceActionKey: K2 });
-      const refused = await fixed.execute(handle, other.cdb, other.dataOut);
+      const refused = await runBytes(fixed, handle, other.cdb, other.dataOut);
       expect(senseMatches(refused.sense, Sense.LUN_COMMUNICATION_FAILURE), describeSense(refused.sense)).to.equal(true);
       expect(san.state.registrations).to.deep.equal([]);
       const configured = buildPrOut({ action: 'register-ignore', serviceActionKey: K1 });
-      expect((await fixed.execute(handle, configured.cdb, configured.dataOut)).status).to.equal(Status.GOOD);
+      expect((await runBytes(fixed, handle, configured.cdb, configured.dataOut)).status).to.equal(Status.GOOD);
       expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, K1]);
     } finally {
       await fixed.close();
@@ -243,12 +242,12 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
   it('PR IN is answered by the first path that answers, never by the map (whose SG_IO can hang under queue_if_no_path)', async function () {
     san.out(san.nexus('sdx'), { action: 'register', serviceActionKey: K1 });
     san.offline.add('sdx');
-    const result = await backend.execute(handle, buildPrIn(PrInAction.READ_KEYS), new Uint8Array(0));
+    const result = await runBytes(backend, handle, buildPrIn(PrInAction.READ_KEYS), new Uint8Array(0));
     expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
     const decoded = decodeReadKeys(result.dataIn);
     expect(decoded.ok && decoded.value.keys).to.deep.equal([K1]);
     san.offline.add('sdy');
-    const none = await backend.execute(handle, buildPrIn(PrInAction.READ_FULL_STATUS), new Uint8Array(0));
+    const none = await runBytes(backend, handle, buildPrIn(PrInAction.READ_FULL_STATUS), new Uint8Array(0));
     expect(senseMatches(none.sense, Sense.LUN_COMMUNICATION_FAILURE), describeSense(none.sense)).to.equal(true);
   });
 
@@ -258,7 +257,7 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     san.out(OTHER_HOST, { action: 'register', serviceActionKey: 0xb1n });
     san.out(OTHER_HOST, { action: 'reserve', reservationKey: 0xb1n, type: 5 });
     const { cdb, dataOut } = buildPrOut({ action: 'release', reservationKey: K1, type: 5 });
-    const result = await backend.execute(handle, cdb, dataOut);
+    const result = await runBytes(backend, handle, cdb, dataOut);
     expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
     expect(san.state.reservation?.type).to.equal(5);
     expect(report()?.releaseShortCircuited).to.equal(true);

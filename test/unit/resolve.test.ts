@@ -3,6 +3,7 @@
 // (dm-multipath maps, SCSI disks, sg nodes, NVMe). The fake tree mirrors the layout of
 // /sys/dev/{block,char}/M:m symlinks into /sys/devices as kernel 6.1 presents it.
 
+import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -22,8 +23,8 @@ import {
 } from '../../src/backends/resolve';
 import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
 import { Status } from '../../src/scsi/constants';
+import type { PrCommand } from '../../src/scsi/pr-command';
 import { Sense, senseMatches, type ScsiResult, good } from '../../src/scsi/sense';
-import { refusePrOutOnReadOnly } from '../../src/backends/read-only';
 
 function handleFor(fd: number, p: string, writable = true): DeviceHandle {
   return { fd, path: p, writable };
@@ -115,7 +116,7 @@ class RecordingBackend implements PrBackend {
   readonly calls: DeviceHandle[] = [];
   closed = false;
   constructor(readonly name: ConcreteBackendName) {}
-  async execute(device: DeviceHandle, _cdb: Uint8Array, _dataOut: Uint8Array, _options?: ExecuteOptions): Promise<ScsiResult> {
+  async execute(device: DeviceHandle, _command: PrCommand, _options?: ExecuteOptions): Promise<ScsiResult> {
     this.calls.push(device);
     return good(Buffer.from(this.name));
   }
@@ -137,23 +138,6 @@ describe('device resolver (src/backends/resolve.ts)', function () {
   after(function () {
     tree.remove();
     fs.rmSync(tmp, { recursive: true, force: true });
-  });
-
-  describe('refusePrOutOnReadOnly (src/backends/read-only.ts, the one home of the read-only rule)', function () {
-    it('refuses PR OUT on a read-only handle with INVALID OPERATION CODE', function () {
-      const result = refusePrOutOnReadOnly(handleFor(3, '/x', false), PR_OUT);
-      expect(result?.status).to.equal(Status.CHECK_CONDITION);
-      expect(senseMatches(result!.sense, Sense.INVALID_OPCODE)).to.equal(true);
-    });
-    it('allows PR IN on a read-only handle', function () {
-      expect(refusePrOutOnReadOnly(handleFor(3, '/x', false), PR_IN)).to.equal(undefined);
-    });
-    it('allows PR OUT on a writable handle', function () {
-      expect(refusePrOutOnReadOnly(handleFor(3, '/x', true), PR_OUT)).to.equal(undefined);
-    });
-    it('has nothing to say about an empty CDB', function () {
-      expect(refusePrOutOnReadOnly(handleFor(3, '/x', false), new Uint8Array(0))).to.equal(undefined);
-    });
   });
 
   describe('dev_t', function () {
@@ -322,7 +306,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
       const fd = fs.openSync(file, 'r+');
       try {
         const { resolver, backends, decisions } = makeResolver(['emulated', 'sg']);
-        const result = await resolver.execute(handleFor(fd, file), PR_IN, new Uint8Array(0));
+        const result = await runBytes(resolver, handleFor(fd, file), PR_IN, new Uint8Array(0));
         expect(result.dataIn.toString()).to.equal('emulated');
         expect(backends.emulated!.calls).to.have.length(1);
         expect(backends.sg!.calls).to.have.length(0);
@@ -335,7 +319,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
       const fd = fs.openSync('/dev/null', 'r+');
       try {
         const { resolver, backends, decisions } = makeResolver(['emulated', 'sg', 'blkpr']);
-        const result = await resolver.execute(handleFor(fd, '/dev/null'), PR_IN, new Uint8Array(0));
+        const result = await runBytes(resolver, handleFor(fd, '/dev/null'), PR_IN, new Uint8Array(0));
         expect(result.status).to.equal(Status.CHECK_CONDITION);
         expect(senseMatches(result.sense, Sense.INVALID_OPCODE)).to.equal(true);
         expect(backends.sg!.calls.length + backends.blkpr!.calls.length + backends.emulated!.calls.length).to.equal(0);
@@ -346,7 +330,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
     });
     it('refuses PR OUT on a read-only handle before resolving', async function () {
       const { resolver, decisions } = makeResolver(['emulated']);
-      const result = await resolver.execute(handleFor(-1, '/dev/null', false), PR_OUT, Buffer.alloc(24));
+      const result = await runBytes(resolver, handleFor(-1, '/dev/null', false), PR_OUT, Buffer.alloc(24));
       expect(senseMatches(result.sense, Sense.INVALID_OPCODE)).to.equal(true);
       expect(decisions).to.have.length(0);
     });
@@ -354,7 +338,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
       const fd = fs.openSync('/dev/zero', 'r');
       try {
         const { resolver, backends } = makeResolver(['sg', 'emulated'], 'sg');
-        const result = await resolver.execute(handleFor(fd, '/dev/zero'), PR_IN, new Uint8Array(0));
+        const result = await runBytes(resolver, handleFor(fd, '/dev/zero'), PR_IN, new Uint8Array(0));
         expect(result.dataIn.toString()).to.equal('sg');
         expect(backends.sg!.calls).to.have.length(1);
       } finally {
@@ -366,7 +350,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
     });
     it('never throws for an odd device', async function () {
       const { resolver } = makeResolver(['emulated', 'sg', 'blkpr']);
-      const result = await resolver.execute({ fd: 1_000_000, path: '/nonexistent/really', writable: true }, PR_IN, new Uint8Array(0));
+      const result = await runBytes(resolver, { fd: 1_000_000, path: '/nonexistent/really', writable: true }, PR_IN, new Uint8Array(0));
       expect(senseMatches(result.sense, Sense.INVALID_OPCODE)).to.equal(true);
     });
     it('close() closes each backend once', async function () {

@@ -3,6 +3,7 @@
 // and the kernel really refuses it. The SCSI behaviour itself is tested in the lab
 // (test/lab/sg-blkpr.lab.ts).
 
+import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -125,23 +126,23 @@ describe('sg and blkpr on this host (no SCSI, no dm)', function () {
 
       it('PR IN on /dev/null: no SG_IO there → INVALID OPERATION CODE', async function () {
         await withFd('/dev/null', 'r', async (fd) => {
-          expectSense(await backend.execute({ fd, path: '/dev/null', writable: false }, PR_IN_READ_KEYS, new Uint8Array(0)), Sense.INVALID_OPCODE);
+          expectSense(await runBytes(backend, { fd, path: '/dev/null', writable: false }, PR_IN_READ_KEYS, new Uint8Array(0)), Sense.INVALID_OPCODE);
         });
       });
       it('PR OUT on a read-only handle is refused before the fd is touched', async function () {
         // fd -1 would otherwise answer LUN COMMUNICATION FAILURE
-        expectSense(await backend.execute({ fd: -1, path: '/dev/null', writable: false }, REGISTER_CDB, REGISTER_PARAMS), Sense.INVALID_OPCODE);
-        expectSense(await backend.execute({ fd: -1, path: '/dev/null', writable: true }, REGISTER_CDB, REGISTER_PARAMS), Sense.LUN_COMMUNICATION_FAILURE);
+        expectSense(await runBytes(backend, { fd: -1, path: '/dev/null', writable: false }, REGISTER_CDB, REGISTER_PARAMS), Sense.INVALID_OPCODE);
+        expectSense(await runBytes(backend, { fd: -1, path: '/dev/null', writable: true }, REGISTER_CDB, REGISTER_PARAMS), Sense.LUN_COMMUNICATION_FAILURE);
       });
       it('an opcode other than PR IN/OUT → INVALID OPERATION CODE', async function () {
-        expectSense(await backend.execute({ fd: -1, path: '/x', writable: true }, Buffer.from([0x12, 0, 0, 0, 0x24, 0]), new Uint8Array(0)), Sense.INVALID_OPCODE);
+        expectSense(await runBytes(backend, { fd: -1, path: '/x', writable: true }, Buffer.from([0x12, 0, 0, 0, 0x24, 0]), new Uint8Array(0)), Sense.INVALID_OPCODE);
       });
       it('a parameter list that does not match the CDB → PARAMETER LIST LENGTH ERROR', async function () {
-        expectSense(await backend.execute({ fd: -1, path: '/x', writable: true }, REGISTER_CDB, Buffer.alloc(20)), Sense.PARAMETER_LIST_LENGTH_ERROR);
+        expectSense(await runBytes(backend, { fd: -1, path: '/x', writable: true }, REGISTER_CDB, Buffer.alloc(20)), Sense.PARAMETER_LIST_LENGTH_ERROR);
       });
       it('PR IN with data-out, or a short CDB → INVALID FIELD IN CDB', async function () {
-        expectSense(await backend.execute({ fd: -1, path: '/x', writable: true }, PR_IN_READ_KEYS, Buffer.alloc(4)), Sense.INVALID_FIELD_IN_CDB);
-        expectSense(await backend.execute({ fd: -1, path: '/x', writable: true }, Buffer.from([0x5e, 0, 0, 0, 0, 0]), new Uint8Array(0)), Sense.INVALID_FIELD_IN_CDB);
+        expectSense(await runBytes(backend, { fd: -1, path: '/x', writable: true }, PR_IN_READ_KEYS, Buffer.alloc(4)), Sense.INVALID_FIELD_IN_CDB);
+        expectSense(await runBytes(backend, { fd: -1, path: '/x', writable: true }, Buffer.from([0x5e, 0, 0, 0, 0, 0]), new Uint8Array(0)), Sense.INVALID_FIELD_IN_CDB);
       });
       it('an aborted signal rejects a command that has not started', async function () {
         const controller = new AbortController();
@@ -149,7 +150,7 @@ describe('sg and blkpr on this host (no SCSI, no dm)', function () {
         let name = '';
         await withFd('/dev/null', 'r', async (fd) => {
           try {
-            await backend.execute({ fd, path: '/dev/null', writable: false }, PR_IN_READ_KEYS, new Uint8Array(0), { signal: controller.signal });
+            await runBytes(backend, { fd, path: '/dev/null', writable: false }, PR_IN_READ_KEYS, new Uint8Array(0), { signal: controller.signal });
           } catch (err) {
             name = (err as Error).name;
           }
@@ -161,7 +162,7 @@ describe('sg and blkpr on this host (no SCSI, no dm)', function () {
         fs.writeFileSync(file, Buffer.alloc(512));
         await withFd(file, 'r+', async (fd) => {
           const device: DeviceHandle = { fd, path: file, writable: true };
-          expectSense(await backend.execute(device, REGISTER_CDB, REGISTER_PARAMS), Sense.INVALID_OPCODE);
+          expectSense(await runBytes(backend, device, REGISTER_CDB, REGISTER_PARAMS), Sense.INVALID_OPCODE);
         });
       });
     });
@@ -171,14 +172,14 @@ describe('sg and blkpr on this host (no SCSI, no dm)', function () {
     it('PR OUT the ioctls cannot express is refused without a device', async function () {
       const backend = new BlkprBackend();
       const moveCdb = encodePrOutCdb({ action: 7, parameterListLength: 24 });
-      expectSense(await backend.execute({ fd: -1, path: '/x', writable: true }, moveCdb, REGISTER_PARAMS), Sense.INVALID_FIELD_IN_CDB);
+      expectSense(await runBytes(backend, { fd: -1, path: '/x', writable: true }, moveCdb, REGISTER_PARAMS), Sense.INVALID_FIELD_IN_CDB);
       await backend.close();
     });
     it('REGISTER on a loop device reaches the kernel and is refused (no pr_ops) → INVALID OPERATION CODE', async function () {
       if (!fs.existsSync('/dev/loop0')) this.skip();
       const backend = new BlkprBackend();
       await withFd('/dev/loop0', fs.constants.O_RDONLY | fs.constants.O_NONBLOCK, async (fd) => {
-        expectSense(await backend.execute({ fd, path: '/dev/loop0', writable: true }, REGISTER_CDB, REGISTER_PARAMS), Sense.INVALID_OPCODE);
+        expectSense(await runBytes(backend, { fd, path: '/dev/loop0', writable: true }, REGISTER_CDB, REGISTER_PARAMS), Sense.INVALID_OPCODE);
       });
       await backend.close();
     });
@@ -187,7 +188,7 @@ describe('sg and blkpr on this host (no SCSI, no dm)', function () {
       await backend.close();
       let message = '';
       try {
-        await backend.execute({ fd: -1, path: '/x', writable: true }, PR_IN_READ_KEYS, new Uint8Array(0));
+        await runBytes(backend, { fd: -1, path: '/x', writable: true }, PR_IN_READ_KEYS, new Uint8Array(0));
       } catch (err) {
         message = (err as Error).message;
       }

@@ -24,9 +24,9 @@ import { resultFromBlockPrReturn } from '../../scsi/errno-sense';
 import { checkCondition, Sense, statusOnly, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
 import { classifyDevice, decodeDevT, deviceKey, hostSysfs, type Sysfs } from '../resolve';
-import { refusePrOutOnReadOnly } from '../read-only';
+import type { PrCommand, PrInCommand } from '../../scsi/pr-command';
 import { DeviceQueue } from '../sg/device-queue';
-import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, validatePrCdb, type PassThroughOutcome } from '../sg/pass-through';
+import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, type PassThroughOutcome } from '../sg/pass-through';
 import { translatePrOut, type BlockPrOperation } from './translate';
 
 export interface BlkprBackendOptions {
@@ -91,18 +91,13 @@ export class BlkprBackend implements PrBackend {
     if (!Number.isInteger(this.prOutAttempts) || this.prOutAttempts < 1) throw new RangeError(`prOutAttempts must be a positive integer, got ${this.prOutAttempts}`);
   }
 
-  async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult> {
+  async execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult> {
     if (this.closed) throw new Error('BlkprBackend is closed');
-    const invalid = validatePrCdb(cdb, dataOut);
-    if (invalid) return invalid;
-    const refusal = refusePrOutOnReadOnly(device, cdb);
-    if (refusal) return refusal;
-    const cdbCopy = Uint8Array.from(cdb);
-    if (cdb[0] === Opcode.PERSISTENT_RESERVE_IN) {
+    if (command.direction === 'in') {
       if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-      return this.queue.run(deviceKey(device), () => this.prIn(device, cdbCopy), options?.signal);
+      return this.queue.run(deviceKey(device), () => this.prIn(device, command), options?.signal);
     }
-    const translation = translatePrOut(cdbCopy, dataOut);
+    const translation = translatePrOut(command);
     if (!translation.ok) return translation.result;
     if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     const operation = translation.operation;
@@ -124,22 +119,22 @@ export class BlkprBackend implements PrBackend {
     );
   }
 
-  private async prIn(device: DeviceHandle, cdb: Uint8Array): Promise<ScsiResult> {
-    const direct = await passThroughPr(device.fd, cdb, new Uint8Array(0), this.timeoutMs);
+  private async prIn(device: DeviceHandle, command: PrInCommand): Promise<ScsiResult> {
+    const direct = await passThroughPr(device.fd, command, this.timeoutMs);
     if (direct.errno === undefined) return direct.result;
     const info = classifyDevice(device, this.sysfs);
     if ((info.class !== 'dm-multipath' && info.class !== 'dm') || !info.rdev) return direct.result;
     for (const slave of this.sysfs.slavesOf(info.rdev)) {
       const state = this.sysfs.scsiState(slave);
       if (state !== undefined && state !== 'running') continue;
-      const outcome = await this.prInOnSlave(slave, cdb);
+      const outcome = await this.prInOnSlave(slave, command);
       if (outcome && outcome.errno === undefined) return outcome.result;
     }
     return direct.result;
   }
 
   /** Opens the slave's node read-only (checking it is the device sysfs names), sends, closes. */
-  private async prInOnSlave(name: string, cdb: Uint8Array): Promise<PassThroughOutcome | undefined> {
+  private async prInOnSlave(name: string, command: PrInCommand): Promise<PassThroughOutcome | undefined> {
     const expected = this.sysfs.blockRdev(name);
     if (!expected) return undefined;
     let handle: fs.promises.FileHandle;
@@ -152,7 +147,7 @@ export class BlkprBackend implements PrBackend {
       const st = await handle.stat({ bigint: true });
       const rdev = decodeDevT(st.rdev);
       if (!st.isBlockDevice() || rdev.major !== expected.major || rdev.minor !== expected.minor) return undefined;
-      return await passThroughPr(handle.fd, cdb, new Uint8Array(0), this.timeoutMs);
+      return await passThroughPr(handle.fd, command, this.timeoutMs);
     } finally {
       await handle.close();
     }

@@ -21,9 +21,9 @@
 //   SCOPE other than LU_SCOPE, or a TYPE that is not one of the six SPC-4 types, on the
 //   actions that use them   → INVALID FIELD IN CDB (the kernel has no value to carry them).
 
-import { decodePrOutCdb, PR_CDB_LENGTH } from '../../scsi/cdb';
+import { prOutAction } from '../../scsi/actions';
 import { isPrType, LU_SCOPE, PrOutAction, PrType } from '../../scsi/constants';
-import { decodePrOutParameters } from '../../scsi/parameter-list';
+import type { PrOutCommand } from '../../scsi/pr-command';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 
 /** enum pr_type of <linux/pr.h> (checked against ffi/block-pr.ts BlockPrType in the unit tests). */
@@ -64,37 +64,30 @@ function refuse(result: ScsiResult, reason: string): Translation {
   return { ok: false, result, reason };
 }
 
-const TYPED_ACTIONS: ReadonlySet<number> = new Set([PrOutAction.RESERVE, PrOutAction.RELEASE, PrOutAction.PREEMPT, PrOutAction.PREEMPT_AND_ABORT]);
-
-/** Translates a PR OUT command; `cdb` must already be known to be a PR OUT CDB. */
-export function translatePrOut(cdb: Uint8Array, dataOut: Uint8Array): Translation {
-  if (cdb.length < PR_CDB_LENGTH) return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `CDB is ${cdb.length} bytes`);
-  const fields = decodePrOutCdb(cdb);
-  const action = fields.action;
-  switch (action) {
-    case PrOutAction.REGISTER:
-    case PrOutAction.RESERVE:
-    case PrOutAction.RELEASE:
-    case PrOutAction.CLEAR:
-    case PrOutAction.PREEMPT:
-    case PrOutAction.PREEMPT_AND_ABORT:
-    case PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY:
+/** Translates an admitted PR OUT command into the IOC_PR_* operation that does the same. */
+export function translatePrOut(command: PrOutCommand): Translation {
+  const action = command.code;
+  switch (command.action) {
+    case 'register':
+    case 'reserve':
+    case 'release':
+    case 'clear':
+    case 'preempt':
+    case 'preempt-abort':
+    case 'register-ignore':
       break;
-    case PrOutAction.REGISTER_AND_MOVE:
+    case 'register-move':
       return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), 'REGISTER AND MOVE has no IOC_PR_* ioctl');
     default:
       return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `service action 0x${action.toString(16)} has no IOC_PR_* ioctl`);
   }
   let kernelType: KernelPrTypeCode | undefined;
-  if (TYPED_ACTIONS.has(action)) {
-    if (fields.scope !== LU_SCOPE) return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `scope ${fields.scope} is not LU_SCOPE`);
-    kernelType = isPrType(fields.type) ? scsiTypeToKernel(fields.type) : undefined;
-    if (kernelType === undefined) return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `type ${fields.type} is not a persistent reservation type`);
+  if (prOutAction(command.action).usesType) {
+    if (command.scope !== LU_SCOPE) return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `scope ${command.scope} is not LU_SCOPE`);
+    kernelType = isPrType(command.type) ? scsiTypeToKernel(command.type) : undefined;
+    if (kernelType === undefined) return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `type ${command.type} is not a persistent reservation type`);
   }
-  if (fields.parameterListLength !== dataOut.length) {
-    return refuse(checkCondition(Sense.PARAMETER_LIST_LENGTH_ERROR), `CDB announces ${fields.parameterListLength} parameter bytes, ${dataOut.length} were sent`);
-  }
-  const decoded = decodePrOutParameters(dataOut);
+  const decoded = command.parameters;
   if (!decoded.ok) return refuse(checkCondition(decoded.sense), decoded.reason);
   const p = decoded.value;
   if (p.specIPT) return refuse(checkCondition(Sense.INVALID_FIELD_IN_PARAMETER_LIST), 'SPEC_I_PT: IOC_PR_REGISTER cannot carry TransportIDs');

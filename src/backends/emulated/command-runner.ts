@@ -5,6 +5,7 @@
 
 import { defaultEngineOptions, type EngineOptions } from '../../engine';
 import { initialState, parseState, serializeState, type PrState } from '../../engine/state';
+import type { PrCommand } from '../../scsi/pr-command';
 import type { ScsiResult } from '../../scsi/sense';
 import { transportIdKey, type TransportId } from '../../scsi/transport-id';
 import { runHostCommand } from './multipath-host';
@@ -18,8 +19,7 @@ export interface CommandRunnerOptions {
 
 export interface CommandRequest {
   readonly lu: string;
-  readonly cdb: Uint8Array;
-  readonly dataOut: Uint8Array;
+  readonly command: PrCommand;
 }
 
 export interface CommandReply {
@@ -77,10 +77,10 @@ export class CommandRunner {
     );
   }
 
-  private runInTransaction({ lu, cdb, dataOut }: CommandRequest): CommandReply {
+  private runInTransaction({ lu, command }: CommandRequest): CommandReply {
     const host = { initiator: this.options.initiator, paths: this.store.hostPaths(this.initiatorKey) };
     const known = this.store.hostKey(this.initiatorKey, lu);
-    const outcome = runHostCommand(this.loadState(lu), host, known, cdb, dataOut, this.engineOptions());
+    const outcome = runHostCommand(this.loadState(lu), host, known, command, this.engineOptions());
     let state: string | undefined;
     if (outcome.changed) {
       state = serializeState(outcome.state);

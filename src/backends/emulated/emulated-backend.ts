@@ -12,7 +12,7 @@ import { parseState, serializeState, type PrState } from '../../engine/state';
 import { CommandRunner } from './command-runner';
 import { StoreWriter } from './store-writer';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { refusePrOutOnReadOnly } from '../read-only';
+import type { PrCommand } from '../../scsi/pr-command';
 import { EmulatedStore, type HostPath, type PathState } from './store';
 import { reinstatePathRegistration, type SimulatedHost } from './multipath-host';
 
@@ -96,19 +96,17 @@ export class EmulatedBackend implements PrBackend {
     return () => this.listeners.delete(listener);
   }
 
-  async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options: ExecuteOptions = {}): Promise<ScsiResult> {
+  async execute(device: DeviceHandle, command: PrCommand, options: ExecuteOptions = {}): Promise<ScsiResult> {
     if (this.closed) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-    const refused = refusePrOutOnReadOnly(device, cdb);
-    if (refused) return refused;
     this.inFlight++;
     try {
       const lu = device.path;
       const delayMs = this.store.luDelayMs(lu);
       if (delayMs > 0) await sleep(delayMs, undefined, { signal: options.signal }).catch(() => undefined);
       if (options.signal?.aborted) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-      const request = { lu, cdb, dataOut };
+      const request = { lu, command };
       const outcome = this.writer ? await this.writer.run(request) : this.runner.run(request);
-      if (outcome.state !== undefined && cdb[0] === Opcode.PERSISTENT_RESERVE_OUT && outcome.result.status === Status.GOOD) {
+      if (outcome.state !== undefined && command.direction === 'out' && outcome.result.status === Status.GOOD) {
         this.emit({ lu, state: parseState(outcome.state), pathsUsed: outcome.pathsUsed });
       }
       return outcome.result;

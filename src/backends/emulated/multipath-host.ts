@@ -16,9 +16,9 @@
 //    first (self-PREEMPT under the same type), so it can really be released;
 //  - the host never releases or clears another host's reservation by accident.
 
-import { PrOutAction, Opcode, Status, LU_SCOPE, SenseKey } from '../../scsi/constants';
-import { encodePrOutCdb } from '../../scsi/cdb';
-import { decodePrOutParameters, encodePrOutParameters, type PrOutParameters } from '../../scsi/parameter-list';
+import { Status, SenseKey } from '../../scsi/constants';
+import type { BasicPrOutCommand, PrCommand, PrOutCommand } from '../../scsi/pr-command';
+import { prOutCommand } from '../pr-commands';
 import { checkCondition, decodeSense, Sense, type ScsiResult } from '../../scsi/sense';
 import { transportIdKey, type TransportId } from '../../scsi/transport-id';
 import { execute, type EngineOptions } from '../../engine';
@@ -67,14 +67,13 @@ function runOnPath(
   state: PrState,
   host: SimulatedHost,
   pathIndex: number,
-  cdb: Uint8Array,
-  dataOut: Uint8Array,
+  command: PrCommand,
   options: EngineOptions,
   retryUnitAttention: boolean,
 ): PathRun {
   let changed = false;
   for (let attempt = 0; ; attempt++) {
-    const step = execute(state, pathNexus(host, pathIndex), cdb, dataOut, options);
+    const step = execute(state, pathNexus(host, pathIndex), command, options);
     state = step.state;
     changed ||= step.changed;
     if (!retryUnitAttention || attempt >= UNIT_ATTENTION_RETRIES || !isUnitAttention(step.result)) {
@@ -83,20 +82,8 @@ function runOnPath(
   }
 }
 
-function prOutCommand(action: number, type: number, params: PrOutParameters): { cdb: Buffer; dataOut: Buffer } {
-  const dataOut = encodePrOutParameters(params);
-  return { cdb: encodePrOutCdb({ action, scope: LU_SCOPE, type, parameterListLength: dataOut.length }), dataOut };
-}
-
-function registerIgnoreCommand(key: bigint, aptpl: boolean): { cdb: Buffer; dataOut: Buffer } {
-  return prOutCommand(PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY, 0, {
-    reservationKey: 0n,
-    serviceActionKey: key,
-    specIPT: false,
-    allTgPt: false,
-    aptpl,
-    transportIds: [],
-  });
+function registerIgnoreCommand(key: bigint, aptpl: boolean): PrOutCommand {
+  return prOutCommand({ action: 'register-ignore', serviceActionKey: key, aptpl });
 }
 
 /** The path through which this host holds the reservation, if it holds one personally. */
@@ -128,10 +115,10 @@ function reregisterMissingPaths(
   options: EngineOptions,
   used: number[],
 ): { state: PrState; failure?: ScsiResult } {
-  const { cdb, dataOut } = registerIgnoreCommand(known.key, known.aptpl);
+  const registerIgnore = registerIgnoreCommand(known.key, known.aptpl);
   for (const path of host.paths) {
     if (path.state !== 'active' || isPathRegistered(state, host, path.index)) continue;
-    const run = runOnPath(state, host, path.index, cdb, dataOut, options, true);
+    const run = runOnPath(state, host, path.index, registerIgnore, options, true);
     used.push(path.index);
     if (run.result.status !== Status.GOOD) return { state, failure: run.result };
     state = run.state;
@@ -143,8 +130,7 @@ export function runHostCommand(
   state: PrState,
   host: SimulatedHost,
   knownKey: KnownKey | undefined,
-  cdb: Uint8Array,
-  dataOut: Uint8Array,
+  command: PrCommand,
   options: EngineOptions,
 ): HostCommandOutcome {
   const active = host.paths.filter((p) => p.state === 'active');
@@ -155,30 +141,29 @@ export function runHostCommand(
   }
   const first = active[0].index;
   const single = (pathIndex: number, retry = false): HostCommandOutcome => {
-    const run = runOnPath(state, host, pathIndex, cdb, dataOut, options, retry);
+    const run = runOnPath(state, host, pathIndex, command, options, retry);
     return { ...run, pathsUsed: [pathIndex] };
   };
 
-  if (cdb.length < 1 || cdb[0] !== Opcode.PERSISTENT_RESERVE_OUT) return single(first);
+  if (command.direction !== 'out') return single(first);
 
-  const action = (cdb[1] ?? 0) & 0x1f;
-  switch (action) {
-    case PrOutAction.REGISTER:
-    case PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY:
-      return registerOnAllPaths(state, host, active, action, cdb, dataOut, options);
-    case PrOutAction.RESERVE:
-    case PrOutAction.REGISTER_AND_MOVE: {
+  switch (command.action) {
+    case 'register':
+    case 'register-ignore':
+      return registerOnAllPaths(state, host, active, command, options);
+    case 'reserve':
+    case 'register-move': {
       const holder = holderPath(state, host);
       return single(holder?.state === 'active' ? holder.index : first);
     }
-    case PrOutAction.RELEASE:
-      return releaseThroughHolder(state, host, first, cdb, dataOut, options);
-    case PrOutAction.CLEAR: {
+    case 'release':
+      return releaseThroughHolder(state, host, first, command, options);
+    case 'clear': {
       const outcome = single(first);
       return outcome.result.status === Status.GOOD ? { ...outcome, knownKey: null } : outcome;
     }
-    case PrOutAction.PREEMPT:
-    case PrOutAction.PREEMPT_AND_ABORT: {
+    case 'preempt':
+    case 'preempt-abort': {
       const outcome = single(first);
       if (outcome.result.status !== Status.GOOD || !knownKey) return outcome;
       const used = [...outcome.pathsUsed];
@@ -196,19 +181,17 @@ function registerOnAllPaths(
   state: PrState,
   host: SimulatedHost,
   active: readonly HostPath[],
-  action: number,
-  cdb: Uint8Array,
-  dataOut: Uint8Array,
+  command: BasicPrOutCommand,
   options: EngineOptions,
 ): HostCommandOutcome {
-  const decoded = decodePrOutParameters(dataOut);
+  const decoded = command.parameters;
   const original = state;
   const first = active[0].index;
   // Let the engine produce the exact error for a malformed command, on one path.
-  const firstRun = runOnPath(state, host, first, cdb, dataOut, options, true);
+  const firstRun = runOnPath(state, host, first, command, options, true);
   // A REGISTER that conflicts on the first path may still be repaired below, when other
   // paths accept the key; anything else that is not GOOD ends here, unchanged.
-  const repairable = firstRun.result.status === Status.RESERVATION_CONFLICT && action === PrOutAction.REGISTER;
+  const repairable = firstRun.result.status === Status.RESERVATION_CONFLICT && command.action === 'register';
   if (!decoded.ok || (firstRun.result.status !== Status.GOOD && !repairable)) {
     return { state: original, result: firstRun.result, changed: false, pathsUsed: [first] };
   }
@@ -221,9 +204,11 @@ function registerOnAllPaths(
   // SPEC_I_PT's TransportIDs must be registered once: later paths get neither
   // (libmpathpersist clears SPEC_I_PT after the first path as well).
   if (!params.allTgPt) {
-    const rest = params.specIPT ? prOutCommand(action, 0, { ...params, specIPT: false, transportIds: [] }) : { cdb, dataOut };
+    const rest = params.specIPT
+      ? prOutCommand({ action: command.action === 'register' ? 'register' : 'register-ignore', reservationKey: params.reservationKey, serviceActionKey: params.serviceActionKey, aptpl: params.aptpl })
+      : command;
     for (const path of active.slice(1)) {
-      const run = runOnPath(state, host, path.index, rest.cdb, rest.dataOut, options, true);
+      const run = runOnPath(state, host, path.index, rest, options, true);
       used.push(path.index);
       results.push({ path: path.index, result: run.result });
       if (run.result.status === Status.GOOD) state = run.state;
@@ -238,7 +223,7 @@ function registerOnAllPaths(
     const fix = registerIgnoreCommand(params.serviceActionKey, params.aptpl);
     for (const failure of failed) {
       if (failure.result.status !== Status.RESERVATION_CONFLICT) break;
-      const run = runOnPath(state, host, failure.path, fix.cdb, fix.dataOut, options, true);
+      const run = runOnPath(state, host, failure.path, fix, options, true);
       used.push(failure.path);
       if (run.result.status !== Status.GOOD) break;
       failure.result = run.result;
@@ -263,38 +248,30 @@ function releaseThroughHolder(
   state: PrState,
   host: SimulatedHost,
   first: number,
-  cdb: Uint8Array,
-  dataOut: Uint8Array,
+  command: PrOutCommand,
   options: EngineOptions,
 ): HostCommandOutcome {
   const holder = holderPath(state, host);
   if (!holder || holder.state === 'active') {
-    const run = runOnPath(state, host, holder?.index ?? first, cdb, dataOut, options, false);
+    const run = runOnPath(state, host, holder?.index ?? first, command, options, false);
     return { ...run, pathsUsed: [holder?.index ?? first] };
   }
   // We hold the reservation through a path that is down. A RELEASE down a live path
   // would be a no-op (it is another I_T nexus), so move the reservation to the live
   // path with a self-PREEMPT of the same type, put our other paths back, then release.
-  const decoded = decodePrOutParameters(dataOut);
+  const decoded = command.parameters;
   const reservation = state.reservation;
   const ownKey = ownRegisteredKey(state, host);
   if (!decoded.ok || !reservation || ownKey === undefined || decoded.value.reservationKey !== ownKey) {
-    const run = runOnPath(state, host, first, cdb, dataOut, options, false);
+    const run = runOnPath(state, host, first, command, options, false);
     return { ...run, pathsUsed: [first] };
   }
   const used = [first];
-  const move = prOutCommand(PrOutAction.PREEMPT, reservation.type, {
-    reservationKey: ownKey,
-    serviceActionKey: ownKey,
-    specIPT: false,
-    allTgPt: false,
-    aptpl: false,
-    transportIds: [],
-  });
-  const moved = runOnPath(state, host, first, move.cdb, move.dataOut, options, true);
+  const move = prOutCommand({ action: 'preempt', type: reservation.type, reservationKey: ownKey, serviceActionKey: ownKey });
+  const moved = runOnPath(state, host, first, move, options, true);
   if (moved.result.status !== Status.GOOD) return { state, result: moved.result, changed: false, pathsUsed: used };
   const repaired = reregisterMissingPaths(moved.state, host, { key: ownKey, aptpl: false }, options, used);
-  const released = runOnPath(repaired.state, host, first, cdb, dataOut, options, true);
+  const released = runOnPath(repaired.state, host, first, command, options, true);
   if (released.result.status !== Status.GOOD) return { state, result: released.result, changed: false, pathsUsed: used };
   return { state: released.state, result: released.result, changed: true, pathsUsed: used };
 }
@@ -315,7 +292,6 @@ export function reinstatePathRegistration(
   const initiator = transportIdKey(host.initiator);
   const stillRegistered = state.registrations.some((r) => transportIdKey(r.initiator) === initiator && r.key === knownKey.key);
   if (!stillRegistered) return { state, changed: false };
-  const { cdb, dataOut } = registerIgnoreCommand(knownKey.key, knownKey.aptpl);
-  const run = runOnPath(state, host, pathIndex, cdb, dataOut, options, true);
+  const run = runOnPath(state, host, pathIndex, registerIgnoreCommand(knownKey.key, knownKey.aptpl), options, true);
   return run.result.status === Status.GOOD ? { state: run.state, changed: true, result: run.result } : { state, changed: false, result: run.result };
 }

@@ -7,6 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { CommandRunner, type CommandReply } from './command-runner';
 import { EmulatedStore } from './store';
 import type { TransportId } from '../../scsi/transport-id';
+import type { PrCommand } from '../../scsi/pr-command';
 
 export interface StoreWorkerData {
   readonly statePath: string;
@@ -19,8 +20,7 @@ export interface StoreWorkerData {
 export interface StoreWorkerRequest {
   readonly id: number;
   readonly lu: string;
-  readonly cdb: Uint8Array;
-  readonly dataOut: Uint8Array;
+  readonly command: PrCommand;
 }
 
 export type StoreWorkerReply = { readonly id: number; readonly reply: CommandReply } | { readonly id: number; readonly error: string };

@@ -25,7 +25,7 @@ export class StoreWriter {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      worker.postMessage({ id, lu: request.lu, cdb: request.cdb, dataOut: request.dataOut });
+      worker.postMessage({ id, lu: request.lu, command: request.command });
     });
   }
 

@@ -41,10 +41,10 @@ import { PrOutAction, PrType, Status } from '../../scsi/constants';
 import { resultFromSgIo } from '../../scsi/errno-sense';
 import { checkCondition, good, reservationConflict, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { refusePrOutOnReadOnly } from '../read-only';
+import type { PrCommand } from '../../scsi/pr-command';
 import { rdevOf } from '../resolve';
 import { DeviceQueue } from '../sg/device-queue';
-import { DEFAULT_SG_TIMEOUT_MS, validatePrCdb } from '../sg/pass-through';
+import { DEFAULT_SG_TIMEOUT_MS } from '../sg/pass-through';
 import { mapName, type DevNumber, type TopologyRoots } from './map-topology';
 import { libraryFlags, planMpathCommand, type MpathPlan } from './mpath-plan';
 import { describeMpathResult, mpathResultToScsi } from './mpath-result';
@@ -174,13 +174,9 @@ export class MpathBackend implements PrBackend {
     }
   }
 
-  async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult> {
+  async execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult> {
     if (this.closed) throw new Error('MpathBackend is closed');
-    const invalid = validatePrCdb(cdb, dataOut);
-    if (invalid) return invalid;
-    const refusal = refusePrOutOnReadOnly(device, cdb);
-    if (refusal) return refusal;
-    const plan = planMpathCommand(cdb, dataOut);
+    const plan = planMpathCommand(command);
     if (plan.kind === 'refuse') {
       this.logger?.debug({ device: device.path, reason: plan.reason }, 'mpath: command refused');
       return plan.result;
@@ -190,9 +186,7 @@ export class MpathBackend implements PrBackend {
       this.logger?.warn({ device: device.path }, 'mpath: no open block device to work on');
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     }
-    const cdbCopy = Uint8Array.from(cdb);
-    const dataOutCopy = Uint8Array.from(dataOut);
-    return this.queue.run(this.mapId(rdev), () => this.run(device, rdev, plan, cdbCopy, dataOutCopy), options?.signal);
+    return this.queue.run(this.mapId(rdev), () => this.run(device, rdev, plan), options?.signal);
   }
 
   async close(): Promise<void> {
@@ -222,11 +216,11 @@ export class MpathBackend implements PrBackend {
 
   // -------------------------------------------------------------------------------------
 
-  private async run(device: DeviceHandle, rdev: DevNumber, plan: Exclude<MpathPlan, { kind: 'refuse' }>, cdb: Uint8Array, dataOut: Uint8Array): Promise<ScsiResult> {
+  private async run(device: DeviceHandle, rdev: DevNumber, plan: Exclude<MpathPlan, { kind: 'refuse' }>): Promise<ScsiResult> {
     const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
     const target = { major: rdev.major, minor: rdev.minor, path: device.path };
     if (plan.kind === 'in') {
-      const answered = await this.paths.prInOnAnyPath(rdev, cdb);
+      const answered = await this.paths.prInOnAnyPath(rdev, plan.command);
       if (answered) return answered.result;
       if (!plan.libraryFallback) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
       this.logger?.info({ map }, 'mpath: no path of the map answered PR IN; asking libmpathpersist');
@@ -240,7 +234,7 @@ export class MpathBackend implements PrBackend {
       return this.libraryResult(device, map, outcome, `PR IN ${plan.serviceAction}`);
     }
     if (plan.serviceAction === PrOutAction.REGISTER || plan.serviceAction === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY) {
-      return this.register(rdev, map, plan, cdb, dataOut);
+      return this.register(rdev, map, plan);
     }
     return this.runLibraryOut(device, rdev, map, target, plan);
   }
@@ -258,7 +252,7 @@ export class MpathBackend implements PrBackend {
    * refuses what another accepted rolls the ones that took it back, so the LU ends with the
    * new key everywhere or nowhere, and the reply says which.
    */
-  private async register(rdev: DevNumber, map: string, plan: OutPlan, cdb: Uint8Array, dataOut: Uint8Array): Promise<ScsiResult> {
+  private async register(rdev: DevNumber, map: string, plan: OutPlan): Promise<ScsiResult> {
     const mapId = this.mapId(rdev);
     const newKey = plan.serviceActionKey;
     const flags = { aptpl: plan.aptpl, allTgPt: plan.allTgPt };
@@ -274,7 +268,7 @@ export class MpathBackend implements PrBackend {
     const restoreMultipathd = await this.pointMultipathdAt(map, newKey === 0n ? null : { key: newKey, aptpl: plan.aptpl });
 
     return this.paths.withOpenPaths(rdev, async (paths) => {
-      const fanOut = await this.fanOutRegistration(perScsiHostIf(plan.allTgPt, paths), cdb, dataOut, newKey, plan, flags);
+      const fanOut = await this.fanOutRegistration(perScsiHostIf(plan.allTgPt, paths), newKey, plan, flags);
       if (fanOut.kind !== 'registered') {
         await restoreMultipathd();
         this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: fanOut.unreachable, rolledBackPaths: fanOut.kind === 'rolled-back' ? fanOut.rolledBack : undefined });
@@ -308,8 +302,6 @@ export class MpathBackend implements PrBackend {
 
   private async fanOutRegistration(
     paths: readonly OpenedPath[],
-    cdb: Uint8Array,
-    dataOut: Uint8Array,
     newKey: bigint,
     plan: OutPlan,
     flags: { aptpl: boolean; allTgPt: boolean },
@@ -317,7 +309,7 @@ export class MpathBackend implements PrBackend {
     const unreachable = paths.filter((p) => p.fd === undefined).map((p) => p.path.name);
     const open = paths.filter((p): p is OpenedPath & { fd: number } => p.fd !== undefined);
     // The paths are independent nexuses, so the guest's command goes to all of them at once.
-    const first = await Promise.all(open.map(async (p) => ({ p, result: await this.paths.send(p.fd, cdb, dataOut) })));
+    const first = await Promise.all(open.map(async (p) => ({ p, result: await this.paths.send(p.fd, plan.command) })));
     const tookIt: (OpenedPath & { fd: number })[] = [];
     const conflicted: (OpenedPath & { fd: number })[] = [];
     let refusal: { path: string; result: ScsiResult } | undefined;

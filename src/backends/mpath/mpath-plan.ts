@@ -16,19 +16,18 @@
 // none does. READ FULL STATUS has no fallback: the library cannot return it safely (its
 // buffer overflows past 30 descriptors) and qemu-pr-helper refuses it.
 
-import { decodePrInCdb, decodePrOutCdb } from '../../scsi/cdb';
-import { Opcode, PrInAction, PrOutAction } from '../../scsi/constants';
-import { decodePrOutParameters, PR_OUT_BASIC_PARAMETER_LENGTH } from '../../scsi/parameter-list';
+import { PR_OUT_BASIC_PARAMETER_LENGTH } from '../../scsi/parameter-list';
+import type { PrCommand, PrInCommand, PrOutCommand } from '../../scsi/pr-command';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
-
-export const SPEC_I_PT_BIT = 0x08;
 
 export type MpathPlan =
   | { readonly kind: 'refuse'; readonly result: ScsiResult; readonly reason: string }
   /** PR IN by SG_IO on a path; `libraryFallback` when libmpathpersist can answer it too. */
-  | { readonly kind: 'in'; readonly serviceAction: number; readonly allocationLength: number; readonly libraryFallback: boolean }
+  | { readonly kind: 'in'; readonly command: PrInCommand; readonly serviceAction: number; readonly allocationLength: number; readonly libraryFallback: boolean }
   | {
       readonly kind: 'out';
+      /** The guest's command, sent unchanged to each path when the backend fans it out itself. */
+      readonly command: PrOutCommand;
       readonly serviceAction: number;
       readonly scope: number;
       readonly type: number;
@@ -42,43 +41,43 @@ function refuse(result: ScsiResult, reason: string): MpathPlan {
   return { kind: 'refuse', result, reason };
 }
 
-/** The plan for one command; the CDB's opcode and length have been checked by validatePrCdb. */
-export function planMpathCommand(cdb: Uint8Array, dataOut: Uint8Array): MpathPlan {
-  if (cdb[0] === Opcode.PERSISTENT_RESERVE_IN) {
-    const { action, allocationLength } = decodePrInCdb(cdb);
-    switch (action) {
-      case PrInAction.READ_KEYS:
-      case PrInAction.READ_RESERVATION:
-      case PrInAction.REPORT_CAPABILITIES:
-        return { kind: 'in', serviceAction: action, allocationLength, libraryFallback: true };
-      case PrInAction.READ_FULL_STATUS:
-        return { kind: 'in', serviceAction: action, allocationLength, libraryFallback: false };
+/** The plan for one admitted command. */
+export function planMpathCommand(command: PrCommand): MpathPlan {
+  if (command.direction === 'in') {
+    const { code, allocationLength } = command;
+    switch (command.action) {
+      case 'read-keys':
+      case 'read-reservation':
+      case 'report-capabilities':
+        return { kind: 'in', command, serviceAction: code, allocationLength, libraryFallback: true };
+      case 'read-full-status':
+        return { kind: 'in', command, serviceAction: code, allocationLength, libraryFallback: false };
       default:
-        return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `PR IN service action ${action} does not exist`);
+        return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `PR IN service action ${code} does not exist`);
     }
   }
-  const { action, scope, type } = decodePrOutCdb(cdb);
-  if (action === PrOutAction.REGISTER_AND_MOVE) {
+  const { code, scope, type } = command;
+  if (command.action === 'register-move') {
     return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), 'REGISTER AND MOVE is not supported on dm-multipath maps (libmpathpersist cannot send it)');
   }
-  if (action > PrOutAction.REGISTER_AND_MOVE) {
-    return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `PR OUT service action ${action} does not exist`);
+  if (command.action === undefined || command.action === 'replace-lost') {
+    return refuse(checkCondition(Sense.INVALID_FIELD_IN_CDB), `PR OUT service action ${code} does not exist`);
   }
-  if (dataOut.length < PR_OUT_BASIC_PARAMETER_LENGTH) {
-    return refuse(checkCondition(Sense.PARAMETER_LIST_LENGTH_ERROR), `parameter list is ${dataOut.length} bytes, less than 24`);
+  if (command.parameterList.length < PR_OUT_BASIC_PARAMETER_LENGTH) {
+    return refuse(checkCondition(Sense.PARAMETER_LIST_LENGTH_ERROR), `parameter list is ${command.parameterList.length} bytes, less than 24`);
   }
-  if (dataOut[20] & SPEC_I_PT_BIT) {
+  if (command.specIPT) {
     return refuse(
       checkCondition(Sense.INVALID_FIELD_IN_PARAMETER_LIST),
       'SPEC_I_PT is not supported on dm-multipath maps (libmpathpersist 0.9.4 applies it on one path only)',
     );
   }
-  const decoded = decodePrOutParameters(dataOut);
-  if (!decoded.ok) return refuse(checkCondition(decoded.sense), decoded.reason);
-  const p = decoded.value;
+  if (!command.parameters.ok) return refuse(checkCondition(command.parameters.sense), command.parameters.reason);
+  const p = command.parameters.value;
   return {
     kind: 'out',
-    serviceAction: action,
+    command,
+    serviceAction: code,
     scope,
     type,
     reservationKey: p.reservationKey,

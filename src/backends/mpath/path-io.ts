@@ -3,9 +3,9 @@
 // does slowly: the REGISTER fan-out, the per-path check after it, and the repairs.
 
 import * as fs from 'fs';
-import { encodePrInCdb, encodePrOutCdb } from '../../scsi/cdb';
-import { PrInAction, PrOutAction, Status } from '../../scsi/constants';
-import { encodePrOutParameters } from '../../scsi/parameter-list';
+import { PrInAction, Status } from '../../scsi/constants';
+import type { PrCommand, PrInCommand } from '../../scsi/pr-command';
+import { prInCommand, prOutCommand } from '../pr-commands';
 import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation, type InDataDecodeResult, type ReadKeysData } from '../../scsi/pr-in-data';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import { passThroughPr } from '../sg/pass-through';
@@ -18,8 +18,8 @@ export type KeysRead = { ok: true; keys: bigint[] } | { ok: false; result: ScsiR
 /** One path of the map, opened for SG_IO, or the reason it could not be. */
 export type OpenedPath = { readonly path: PathDevice; readonly fd: number } | { readonly path: PathDevice; readonly fd?: undefined; readonly openError: string };
 
-function readAll(action: number): Buffer {
-  return encodePrInCdb({ action, allocationLength: READ_ALL });
+function readAll(action: number): PrInCommand {
+  return prInCommand(action, READ_ALL);
 }
 
 /**
@@ -67,7 +67,7 @@ export interface PathTransport {
   /** Opens the path's node; throws when it cannot (a path that is offline or gone). */
   open(path: PathDevice, roots: TopologyRoots): number;
   close(fd: number): void;
-  send(fd: number, cdb: Uint8Array, dataOut: Uint8Array, timeoutMs: number): Promise<ScsiResult>;
+  send(fd: number, command: PrCommand, timeoutMs: number): Promise<ScsiResult>;
 }
 
 export const sgIoPathTransport: PathTransport = {
@@ -75,7 +75,7 @@ export const sgIoPathTransport: PathTransport = {
   // the open from waiting on a path that is going away.
   open: (path, roots) => fs.openSync(pathNode(path, roots), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK),
   close: (fd) => fs.closeSync(fd),
-  send: async (fd, cdb, dataOut, timeoutMs) => (await passThroughPr(fd, cdb, dataOut, timeoutMs)).result,
+  send: async (fd, command, timeoutMs) => (await passThroughPr(fd, command, timeoutMs)).result,
 };
 
 export interface PathIoOptions {
@@ -96,13 +96,13 @@ export class PathIo {
   }
 
   /** Sends one PR CDB; a unit attention (reported once per nexus, e.g. "registrations preempted") is retried once. */
-  async send(fd: number, cdb: Uint8Array, dataOut: Uint8Array): Promise<ScsiResult> {
-    const result = await this.transport.send(fd, cdb, dataOut, this.timeoutMs);
-    return isUnitAttention(result) ? this.transport.send(fd, cdb, dataOut, this.timeoutMs) : result;
+  async send(fd: number, command: PrCommand): Promise<ScsiResult> {
+    const result = await this.transport.send(fd, command, this.timeoutMs);
+    return isUnitAttention(result) ? this.transport.send(fd, command, this.timeoutMs) : result;
   }
 
   async readKeys(fd: number): Promise<KeysRead> {
-    return keysOf(decodedIn(await this.send(fd, readAll(PrInAction.READ_KEYS), new Uint8Array(0)), decodeReadKeys));
+    return keysOf(decodedIn(await this.send(fd, readAll(PrInAction.READ_KEYS)), decodeReadKeys));
   }
 
   /** READ KEYS on the first path of the map that answers (see prInOnAnyPath). */
@@ -120,9 +120,7 @@ export class PathIo {
 
   /** REGISTER AND IGNORE EXISTING KEY with `key` (0 unregisters) on one nexus. */
   registerIgnore(fd: number, key: bigint, flags: { aptpl: boolean; allTgPt: boolean }): Promise<ScsiResult> {
-    const dataOut = encodePrOutParameters({ reservationKey: 0n, serviceActionKey: key, specIPT: false, allTgPt: flags.allTgPt, aptpl: flags.aptpl, transportIds: [] });
-    const cdb = encodePrOutCdb({ action: PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY, parameterListLength: dataOut.length });
-    return this.send(fd, cdb, dataOut);
+    return this.send(fd, prOutCommand({ action: 'register-ignore', serviceActionKey: key, allTgPt: flags.allTgPt, aptpl: flags.aptpl }));
   }
 
   /** Opens every path of the map and runs `task` with them, closing them after. */
@@ -148,12 +146,12 @@ export class PathIo {
    * threadpool thread, while a command on a path has a SCSI timeout. Paths the SCSI layer
    * calls running go first. Undefined when no path answers.
    */
-  async prInOnAnyPath(rdev: DevNumber, cdb: Uint8Array): Promise<{ path: string; result: ScsiResult } | undefined> {
+  async prInOnAnyPath(rdev: DevNumber, command: PrInCommand): Promise<{ path: string; result: ScsiResult } | undefined> {
     return this.withOpenPaths(rdev, async (paths) => {
       const ordered = [...paths.filter((p) => p.path.scsiState === 'running'), ...paths.filter((p) => p.path.scsiState !== 'running')];
       for (const p of ordered) {
         if (p.fd === undefined) continue;
-        const result = await this.send(p.fd, cdb, new Uint8Array(0));
+        const result = await this.send(p.fd, command);
         if (!isTransportFailure(result)) return { path: p.path.name, result };
       }
       return undefined;
@@ -165,7 +163,7 @@ export class PathIo {
    * target port, or READ KEYS on a device that does not support it (no target ports then).
    */
   async readRegistrations(fd: number): Promise<{ ok: true; registrations: SeenRegistration[] } | { ok: false; result: ScsiResult }> {
-    const result = await this.send(fd, readAll(PrInAction.READ_FULL_STATUS), new Uint8Array(0));
+    const result = await this.send(fd, readAll(PrInAction.READ_FULL_STATUS));
     if (result.status === Status.GOOD) {
       const decoded = decodeReadFullStatus(result.dataIn);
       if (decoded.ok && !decoded.truncated) {

@@ -4,10 +4,10 @@
 // 8192 whatever the CDB says), and the command timeout is real (QEMU passes 1 ms).
 
 import { sgIo, DEFAULT_SG_TIMEOUT_MS } from '../../../ffi/sg-io';
-import { decodePrInCdb, decodePrOutCdb, PR_CDB_LENGTH } from '../../scsi/cdb';
-import { Opcode, Status } from '../../scsi/constants';
+import { Status } from '../../scsi/constants';
 import { resultFromSgIo } from '../../scsi/errno-sense';
-import { checkCondition, Sense, statusOnly, type ScsiResult } from '../../scsi/sense';
+import type { PrCommand } from '../../scsi/pr-command';
+import { statusOnly, type ScsiResult } from '../../scsi/sense';
 
 export { DEFAULT_SG_TIMEOUT_MS };
 
@@ -17,36 +17,21 @@ export interface PassThroughOutcome {
   readonly errno?: number;
 }
 
-/** Checks that need no device: the opcode, the CDB size and the data length against the CDB. */
-export function validatePrCdb(cdb: Uint8Array, dataOut: Uint8Array): ScsiResult | undefined {
-  if (cdb.length === 0 || (cdb[0] !== Opcode.PERSISTENT_RESERVE_IN && cdb[0] !== Opcode.PERSISTENT_RESERVE_OUT)) {
-    return checkCondition(Sense.INVALID_OPCODE);
-  }
-  if (cdb.length < PR_CDB_LENGTH) return checkCondition(Sense.INVALID_FIELD_IN_CDB);
-  if (cdb[0] === Opcode.PERSISTENT_RESERVE_IN) {
-    // PR IN carries no data-out; a caller that sends some has confused the directions.
-    if (dataOut.length !== 0) return checkCondition(Sense.INVALID_FIELD_IN_CDB);
-    return undefined;
-  }
-  if (decodePrOutCdb(cdb).parameterListLength !== dataOut.length) return checkCondition(Sense.PARAMETER_LIST_LENGTH_ERROR);
-  return undefined;
-}
-
 /**
- * Sends a PR IN or PR OUT CDB on `fd` and maps the outcome with resultFromSgIo. Never
- * rejects: a failure to even queue the ioctl becomes TASK SET FULL.
+ * Sends an admitted PR IN or PR OUT command on `fd`, its bytes unchanged, and maps the
+ * outcome with resultFromSgIo. The bytes are copied first: the ioctl runs on another
+ * thread, and the caller's buffers belong to the caller. Never rejects: a failure to even
+ * queue the ioctl becomes TASK SET FULL.
  */
-export async function passThroughPr(fd: number, cdb: Uint8Array, dataOut: Uint8Array, timeoutMs: number = DEFAULT_SG_TIMEOUT_MS): Promise<PassThroughOutcome> {
-  const invalid = validatePrCdb(cdb, dataOut);
-  if (invalid) return { result: invalid };
-  const command = Buffer.from(cdb.subarray(0, PR_CDB_LENGTH));
-  const isIn = cdb[0] === Opcode.PERSISTENT_RESERVE_IN;
-  const allocationLength = isIn ? decodePrInCdb(cdb).allocationLength : 0;
+export async function passThroughPr(fd: number, command: PrCommand, timeoutMs: number = DEFAULT_SG_TIMEOUT_MS): Promise<PassThroughOutcome> {
+  const cdb = Buffer.from(command.cdb);
+  const allocationLength = command.direction === 'in' ? command.allocationLength : 0;
+  const dataOut = command.direction === 'out' ? Buffer.from(command.parameterList) : undefined;
   let raw;
   try {
-    raw = isIn
-      ? await sgIo(fd, { cdb: command, direction: allocationLength > 0 ? 'from-dev' : 'none', dxferLength: allocationLength || undefined, timeoutMs })
-      : await sgIo(fd, { cdb: command, direction: dataOut.length > 0 ? 'to-dev' : 'none', data: dataOut.length > 0 ? dataOut : undefined, timeoutMs });
+    raw = !dataOut
+      ? await sgIo(fd, { cdb, direction: allocationLength > 0 ? 'from-dev' : 'none', dxferLength: allocationLength || undefined, timeoutMs })
+      : await sgIo(fd, { cdb, direction: dataOut.length > 0 ? 'to-dev' : 'none', data: dataOut.length > 0 ? dataOut : undefined, timeoutMs });
   } catch {
     // koffi's async queue is full (max_async_calls): the host is saturated, try again later.
     return { result: statusOnly(Status.TASK_SET_FULL) };

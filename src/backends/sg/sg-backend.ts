@@ -6,9 +6,9 @@
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
 import { deviceKey } from '../resolve';
-import { refusePrOutOnReadOnly } from '../read-only';
+import type { PrCommand } from '../../scsi/pr-command';
 import { DeviceQueue } from './device-queue';
-import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, validatePrCdb } from './pass-through';
+import { DEFAULT_SG_TIMEOUT_MS, passThroughPr } from './pass-through';
 
 export interface SgBackendOptions {
   /** SCSI command timeout handed to the kernel, in ms (default 30 s). */
@@ -29,16 +29,10 @@ export class SgBackend implements PrBackend {
     this.queue = options.queue ?? new DeviceQueue();
   }
 
-  async execute(device: DeviceHandle, cdb: Uint8Array, dataOut: Uint8Array, options?: ExecuteOptions): Promise<ScsiResult> {
+  async execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult> {
     if (this.closed) throw new Error('SgBackend is closed');
-    const invalid = validatePrCdb(cdb, dataOut);
-    if (invalid) return invalid;
-    const refusal = refusePrOutOnReadOnly(device, cdb);
-    if (refusal) return refusal;
     if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-    const cdbCopy = Uint8Array.from(cdb);
-    const dataCopy = Uint8Array.from(dataOut);
-    return this.queue.run(deviceKey(device), async () => (await passThroughPr(device.fd, cdbCopy, dataCopy, this.timeoutMs)).result, options?.signal);
+    return this.queue.run(deviceKey(device), async () => (await passThroughPr(device.fd, command, this.timeoutMs)).result, options?.signal);
   }
 
   /** Waits for queued and running commands; refuses new ones. */
