@@ -22,7 +22,7 @@ import {
 import { installSignalHandlers, startDaemon, VERSION } from '../daemon/daemon';
 import { defaultInitiatorName } from '../backends/emulated/emulated-backend';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_IN_FLIGHT_PER_PEER, type AccessSettings } from '../daemon/access-control';
-import { resolveGroupId, resolveUserId } from '../daemon/privileges';
+import { resolveGroupId, resolveUserId } from '../daemon/accounts';
 
 const DAEMONIZED_ENV = 'MPATH_PR_HELPER_DAEMONIZED';
 

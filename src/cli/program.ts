@@ -34,7 +34,7 @@ import {
   type BackendSetting,
 } from '../daemon/config';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_IN_FLIGHT_PER_PEER } from '../daemon/access-control';
-import { resolveGroupId, resolveUserId } from '../daemon/privileges';
+import { resolveGroupId, resolveUserId } from '../daemon/accounts';
 import { installSignalHandlers, startDaemon, VERSION } from '../daemon/daemon';
 import { DeviceOpenError, SocketError, withDevice } from './device-command';
 import { formatMpathDoctor, mpathDoctor } from './doctor';
