@@ -10,6 +10,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import {
   ConfigError,
   defaultStatePath,
+  listenSocketPath,
   parseBackendSetting,
   parseDevicePattern,
   parseLimit,
@@ -130,9 +131,8 @@ export async function main(argv: string[]): Promise<number> {
     return daemonize(argv.includes('-f') || argv.some((a) => a.startsWith('--pidfile')) ? argv : [...argv, '-f', QEMU_PR_HELPER_DEFAULT_PIDFILE]);
   }
   try {
-    const activated = process.env.LISTEN_FDS !== undefined && process.env.LISTEN_PID === String(process.pid);
     const daemon = await startDaemon({
-      socketPath: options.socket ?? (activated ? undefined : QEMU_PR_HELPER_DEFAULT_SOCKET),
+      socketPath: listenSocketPath(options.socket, () => QEMU_PR_HELPER_DEFAULT_SOCKET),
       socketMode: 0o600,
       backend: parseBackendSetting(process.env.MPATH_PR_BACKEND ?? 'auto'),
       statePath: process.env.MPATH_PR_STATE ?? defaultStatePath(),
