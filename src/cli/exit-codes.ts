@@ -26,42 +26,31 @@ export const ExitCode = {
   OTHER: 99,
 } as const;
 
+/** A status other than CHECK CONDITION decides the code by itself. */
+const BY_STATUS: Readonly<Record<number, number>> = {
+  [Status.GOOD]: ExitCode.OK,
+  [Status.RESERVATION_CONFLICT]: ExitCode.RESERVATION_CONFLICT,
+  [Status.BUSY]: ExitCode.BUSY,
+  [Status.TASK_SET_FULL]: ExitCode.TASK_SET_FULL,
+};
+
+/** CHECK CONDITION: the sense key decides (sg_lib's sg_err_category_sense). */
+const BY_SENSE_KEY: Readonly<Record<number, number>> = {
+  [SenseKey.NO_SENSE]: ExitCode.NO_SENSE,
+  [SenseKey.NOT_READY]: ExitCode.NOT_READY,
+  [SenseKey.MEDIUM_ERROR]: ExitCode.MEDIUM_OR_HARDWARE_ERROR,
+  [SenseKey.HARDWARE_ERROR]: ExitCode.MEDIUM_OR_HARDWARE_ERROR,
+  [SenseKey.ILLEGAL_REQUEST]: ExitCode.ILLEGAL_REQUEST,
+  [SenseKey.UNIT_ATTENTION]: ExitCode.UNIT_ATTENTION,
+  [SenseKey.DATA_PROTECT]: ExitCode.DATA_PROTECT,
+  [SenseKey.ABORTED_COMMAND]: ExitCode.ABORTED_COMMAND,
+};
+
 export function exitCodeForResult(result: ScsiResult): number {
-  switch (result.status) {
-    case Status.GOOD:
-      return ExitCode.OK;
-    case Status.RESERVATION_CONFLICT:
-      return ExitCode.RESERVATION_CONFLICT;
-    case Status.BUSY:
-      return ExitCode.BUSY;
-    case Status.TASK_SET_FULL:
-      return ExitCode.TASK_SET_FULL;
-    case Status.CHECK_CONDITION:
-      break;
-    default:
-      return ExitCode.OTHER;
-  }
+  if (result.status !== Status.CHECK_CONDITION) return BY_STATUS[result.status] ?? ExitCode.OTHER;
   const sense = decodeSense(result.sense);
   if (!sense) return ExitCode.OTHER;
-  switch (sense.key) {
-    case SenseKey.NO_SENSE:
-      return ExitCode.NO_SENSE;
-    case SenseKey.NOT_READY:
-      return ExitCode.NOT_READY;
-    case SenseKey.MEDIUM_ERROR:
-    case SenseKey.HARDWARE_ERROR:
-      return ExitCode.MEDIUM_OR_HARDWARE_ERROR;
-    case SenseKey.ILLEGAL_REQUEST:
-      return sense.asc === Sense.INVALID_OPCODE.asc && sense.ascq === Sense.INVALID_OPCODE.ascq
-        ? ExitCode.INVALID_OPCODE
-        : ExitCode.ILLEGAL_REQUEST;
-    case SenseKey.UNIT_ATTENTION:
-      return ExitCode.UNIT_ATTENTION;
-    case SenseKey.DATA_PROTECT:
-      return ExitCode.DATA_PROTECT;
-    case SenseKey.ABORTED_COMMAND:
-      return ExitCode.ABORTED_COMMAND;
-    default:
-      return ExitCode.OTHER;
-  }
+  const { key, asc, ascq } = Sense.INVALID_OPCODE;
+  if (sense.key === key && sense.asc === asc && sense.ascq === ascq) return ExitCode.INVALID_OPCODE;
+  return BY_SENSE_KEY[sense.key] ?? ExitCode.OTHER;
 }

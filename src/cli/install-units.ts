@@ -1,7 +1,6 @@
 // `mpath-pr install-units`: writes the shipped systemd units (systemd/*.socket,
 // systemd/*.service) with ExecStart pointing at this installation.
 
-import { Command, Option } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -80,33 +79,4 @@ export function installUnits(options: InstallOptions): InstalledUnit[] {
     fs.renameSync(temporary, unit.path);
     return { ...unit, written: true };
   });
-}
-
-export function addInstallUnitsCommand(program: Command, io: { out: (text: string) => void; err: (text: string) => void }, onError: (code: number) => never): Command {
-  return program
-    .command('install-units')
-    .description('write the systemd units (mpath-pr.socket/.service, mpath-pr-helper.socket/.service) for this installation')
-    .addOption(new Option('--prefix <dir>', 'install under this root; units go to <dir>/etc/systemd/system').default('/'))
-    .addOption(new Option('--install-dir <dir>', 'the package directory ExecStart runs from').default(packageRoot(), 'this installation'))
-    .addOption(new Option('--node <path>', 'how ExecStart runs Node').default('/usr/bin/env node'))
-    .option('--dry-run', 'print the units and where they would go; write nothing')
-    .action((options: { prefix: string; installDir: string; node: string; dryRun?: boolean }) => {
-      let units: InstalledUnit[];
-      try {
-        units = installUnits({ prefix: options.prefix, installDir: options.installDir, node: options.node, dryRun: options.dryRun === true });
-      } catch (error) {
-        if (error instanceof InstallUnitsError || (error as NodeJS.ErrnoException).code) {
-          io.err(`mpath-pr install-units: ${(error as Error).message}\n`);
-          return onError(1);
-        }
-        throw error;
-      }
-      for (const unit of units) {
-        if (options.dryRun) io.out(`# ${unit.path}\n${unit.content}\n`);
-        else io.out(`wrote ${unit.path}\n`);
-      }
-      if (!options.dryRun) {
-        io.out('next: systemctl daemon-reload && systemctl enable --now mpath-pr.socket   (or mpath-pr-helper.socket in place of qemu-pr-helper.socket)\n');
-      }
-    });
 }

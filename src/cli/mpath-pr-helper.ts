@@ -10,6 +10,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import {
   ConfigError,
   defaultStatePath,
+  listenSocketPath,
   parseBackendSetting,
   parseDevicePattern,
   parseLimit,
@@ -22,7 +23,7 @@ import {
 import { installSignalHandlers, startDaemon, VERSION } from '../daemon/daemon';
 import { defaultInitiatorName } from '../backends/emulated/emulated-backend';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_IN_FLIGHT_PER_PEER, type AccessSettings } from '../daemon/access-control';
-import { resolveGroupId, resolveUserId } from '../daemon/privileges';
+import { resolveGroupId, resolveUserId } from '../daemon/accounts';
 
 const DAEMONIZED_ENV = 'MPATH_PR_HELPER_DAEMONIZED';
 
@@ -130,9 +131,8 @@ export async function main(argv: string[]): Promise<number> {
     return daemonize(argv.includes('-f') || argv.some((a) => a.startsWith('--pidfile')) ? argv : [...argv, '-f', QEMU_PR_HELPER_DEFAULT_PIDFILE]);
   }
   try {
-    const activated = process.env.LISTEN_FDS !== undefined && process.env.LISTEN_PID === String(process.pid);
     const daemon = await startDaemon({
-      socketPath: options.socket ?? (activated ? undefined : QEMU_PR_HELPER_DEFAULT_SOCKET),
+      socketPath: listenSocketPath(options.socket, () => QEMU_PR_HELPER_DEFAULT_SOCKET),
       socketMode: 0o600,
       backend: parseBackendSetting(process.env.MPATH_PR_BACKEND ?? 'auto'),
       statePath: process.env.MPATH_PR_STATE ?? defaultStatePath(),

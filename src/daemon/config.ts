@@ -48,6 +48,16 @@ export function defaultServeSocket(): string {
   return path.join(runtime, `mpath-pr-${process.getuid?.() ?? 'user'}.sock`);
 }
 
+/**
+ * The socket the daemon binds: the one given, none under systemd socket activation (the
+ * daemon takes the inherited fd), else the command's default.
+ */
+export function listenSocketPath(given: string | undefined, defaultPath: () => string, env: NodeJS.ProcessEnv = process.env, pid = process.pid): string | undefined {
+  if (given !== undefined) return given;
+  const activated = env.LISTEN_FDS !== undefined && env.LISTEN_PID === String(pid);
+  return activated ? undefined : defaultPath();
+}
+
 export function defaultStatePath(): string {
   if (isRoot()) return '/var/lib/mpath-pr/state.db';
   const stateHome = process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');

@@ -20,241 +20,26 @@
 // The listening socket crosses the execve as an inherited fd named in MPATH_PR_REEXEC.
 // Kept capabilities are also raised as ambient capabilities, which is how a non-root image
 // keeps them across execve (and how a libmpathpersist child process would).
+//
+// Deciding what to do is pure and lives in ./privilege-plan.ts; this file does it.
 
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import pino, { type Logger } from 'pino';
 import * as caps from '../../ffi/capabilities';
-import { Cap, capabilityName } from '../../ffi/capabilities';
+import { capabilityName } from '../../ffi/capabilities';
+import { resolveIdentity } from './accounts';
 import { ConfigError, type BackendSetting } from './config';
-
-// ---------------------------------------------------------------------------------------
-// What the process has (read from /proc, so tests read the daemon the same way)
-
-export interface ProcessCredentials {
-  /** real, effective, saved, filesystem */
-  readonly uids: readonly number[];
-  readonly gids: readonly number[];
-  readonly groups: readonly number[];
-  readonly inheritable: bigint;
-  readonly permitted: bigint;
-  readonly effective: bigint;
-  readonly bounding: bigint;
-  readonly ambient: bigint;
-  readonly noNewPrivs: boolean;
-}
-
-/** Parses /proc/<pid>/status (or /proc/<pid>/task/<tid>/status). Throws on a missing field. */
-export function parseProcStatus(text: string): ProcessCredentials {
-  const fields = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const colon = line.indexOf(':');
-    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1).trim());
-  }
-  const need = (name: string) => {
-    const value = fields.get(name);
-    if (value === undefined) throw new Error(`/proc status has no ${name} line`);
-    return value;
-  };
-  const numbers = (name: string) => need(name).split(/\s+/).filter(Boolean).map(Number);
-  const mask = (name: string) => BigInt(`0x${need(name)}`);
-  return {
-    uids: numbers('Uid'),
-    gids: numbers('Gid'),
-    groups: fields.get('Groups') ? numbers('Groups') : [],
-    inheritable: mask('CapInh'),
-    permitted: mask('CapPrm'),
-    effective: mask('CapEff'),
-    bounding: mask('CapBnd'),
-    ambient: fields.has('CapAmb') ? mask('CapAmb') : 0n,
-    noNewPrivs: fields.get('NoNewPrivs') === '1',
-  };
-}
-
-export function readCredentials(pid: number | 'self' = 'self'): ProcessCredentials {
-  return parseProcStatus(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-}
-
-export function capabilityMask(list: readonly number[]): bigint {
-  return list.reduce((mask, cap) => mask | (1n << BigInt(cap)), 0n);
-}
-
-export function capabilityList(mask: bigint): number[] {
-  const list: number[] = [];
-  for (let cap = 0; cap < 64; cap++) if (mask & (1n << BigInt(cap))) list.push(cap);
-  return list;
-}
-
-export function describeMask(mask: bigint): string {
-  const list = capabilityList(mask);
-  return list.length ? list.map(capabilityName).join(' ') : '(none)';
-}
-
-// ---------------------------------------------------------------------------------------
-// What the daemon needs
-
-export interface CapabilityNeed {
-  readonly cap: number;
-  readonly why: string;
-}
-
-/** The capabilities kept for a backend setting, with the reason for each. */
-export function requiredCapabilities(backend: BackendSetting): CapabilityNeed[] {
-  const rawio = { cap: Cap.SYS_RAWIO, why: 'SG_IO with PR opcodes on SCSI disks, sg nodes and dm-multipath maps' };
-  const admin = { cap: Cap.SYS_ADMIN, why: 'IOC_PR_* ioctls (kernels before 6.5), device-mapper and libmpathpersist' };
-  switch (backend) {
-    case 'emulated':
-      return [];
-    case 'sg':
-      return [rawio];
-    case 'blkpr':
-    case 'mpath':
-    case 'auto':
-      return [rawio, admin];
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// User and group lookup (names first, then numbers, as qemu-pr-helper's -u/-g)
-
-interface AccountEntry {
-  readonly name: string;
-  readonly id: number;
-  readonly primaryGid?: number;
-}
-
-function parseAccountLine(database: 'passwd' | 'group', line: string): AccountEntry | undefined {
-  const fields = line.split(':');
-  if (fields.length < 3 || !/^\d+$/.test(fields[2])) return undefined;
-  const primaryGid = database === 'passwd' && /^\d+$/.test(fields[3] ?? '') ? Number(fields[3]) : undefined;
-  return { name: fields[0], id: Number(fields[2]), primaryGid };
-}
-
-/** By name in /etc/<database>, then through NSS (getent answers names and numbers: LDAP, sssd…). */
-function lookupAccount(database: 'passwd' | 'group', key: string): AccountEntry | undefined {
-  try {
-    for (const line of fs.readFileSync(`/etc/${database}`, 'utf8').split('\n')) {
-      const entry = parseAccountLine(database, line);
-      if (entry?.name === key) return entry;
-    }
-  } catch {
-    // No file: NSS below.
-  }
-  const result = spawnSync('getent', [database, key], { encoding: 'utf8', timeout: 5000 });
-  return result.status === 0 && result.stdout ? parseAccountLine(database, result.stdout.split('\n')[0]) : undefined;
-}
-
-export interface TargetIdentity {
-  readonly uid?: number;
-  readonly gid?: number;
-}
-
-const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to the kernel
-
-/**
- * -u/-g to numbers. A name is looked up first, then a decimal number is taken as is (as
- * qemu-pr-helper does). With only -u, the group is the user's primary group: staying in
- * group root after leaving user root would keep root's group file access.
- */
-export function resolveIdentity(spec: { user?: string; group?: string }): TargetIdentity {
-  let uid: number | undefined;
-  let primaryGid: number | undefined;
-  if (spec.user !== undefined) {
-    const entry = lookupAccount('passwd', spec.user);
-    if (entry) {
-      uid = entry.id;
-      primaryGid = entry.primaryGid;
-    } else if (/^\d+$/.test(spec.user) && Number(spec.user) <= MAX_ID) {
-      uid = Number(spec.user);
-    } else {
-      throw new ConfigError(`invalid user ${JSON.stringify(spec.user)}: no such user`);
-    }
-  }
-  let gid: number | undefined;
-  if (spec.group !== undefined) {
-    const entry = lookupAccount('group', spec.group);
-    if (entry) gid = entry.id;
-    else if (/^\d+$/.test(spec.group) && Number(spec.group) <= MAX_ID) gid = Number(spec.group);
-    else throw new ConfigError(`invalid group ${JSON.stringify(spec.group)}: no such group`);
-  } else if (uid !== undefined) {
-    if (primaryGid === undefined) throw new ConfigError(`user ${spec.user} has no passwd entry to take a primary group from; give -g/--group too`);
-    gid = primaryGid;
-  }
-  return { uid, gid };
-}
-
-/** --allow-uid: a user name or a number. */
-export function resolveUserId(spec: string): number {
-  const entry = lookupAccount('passwd', spec);
-  if (entry) return entry.id;
-  if (/^\d+$/.test(spec) && Number(spec) <= MAX_ID) return Number(spec);
-  throw new ConfigError(`invalid user ${JSON.stringify(spec)}: no such user`);
-}
-
-/** --allow-gid: a group name or a number. */
-export function resolveGroupId(spec: string): number {
-  const entry = lookupAccount('group', spec);
-  if (entry) return entry.id;
-  if (/^\d+$/.test(spec) && Number(spec) <= MAX_ID) return Number(spec);
-  throw new ConfigError(`invalid group ${JSON.stringify(spec)}: no such group`);
-}
-
-// ---------------------------------------------------------------------------------------
-// The plan: a pure function of what we have and what we want
-
-export type PrivilegePlan =
-  | {
-      readonly kind: 'none';
-      /** Why nothing is done. */
-      readonly reason: string;
-      /** Wanted capabilities the process does not have (features that will fail per command). */
-      readonly missing: bigint;
-    }
-  | {
-      readonly kind: 'drop';
-      readonly uid?: number;
-      readonly gid?: number;
-      /** Kept in effective, permitted, inheritable, ambient and bounding. */
-      readonly keep: bigint;
-      readonly missing: bigint;
-      /** False when the process lacks CAP_SETPCAP: the bounding set is then left as is. */
-      readonly clearBounding: boolean;
-    };
-
-export function allCapabilities(lastCap: number): bigint {
-  return (1n << BigInt(lastCap + 1)) - 1n;
-}
-
-/**
- * Decides whether a drop is needed. 'none' when the process already holds no more than
- * `want` and already has the target identity: that is the state right after the re-exec,
- * and the state of an unprivileged user running the daemon.
- */
-export function planPrivilegeDrop(current: ProcessCredentials, target: TargetIdentity & { want: bigint }, lastCap: number): PrivilegePlan {
-  const all = allCapabilities(lastCap);
-  const keep = target.want & current.permitted;
-  const missing = target.want & ~current.permitted;
-  const identityChange =
-    (target.uid !== undefined && current.uids.some((id) => id !== target.uid)) ||
-    (target.gid !== undefined && (current.gids.some((id) => id !== target.gid) || current.groups.length > 0));
-  const held = current.permitted | current.effective | current.inheritable | current.ambient;
-  const excess = held & ~target.want;
-  const canClearBounding = (current.effective & (1n << BigInt(Cap.SETPCAP))) !== 0n;
-  const boundingExcess = current.bounding & all & ~target.want;
-  if (!identityChange && excess === 0n && (boundingExcess === 0n || !canClearBounding)) {
-    const reason =
-      current.permitted === 0n
-        ? 'the process has no capabilities to drop'
-        : boundingExcess === 0n
-          ? 'already holds only the capabilities it needs'
-          : 'holds only the capabilities it needs; the bounding set cannot be narrowed without CAP_SETPCAP';
-    return { kind: 'none', reason, missing };
-  }
-  return { kind: 'drop', uid: target.uid, gid: target.gid, keep, missing, clearBounding: canClearBounding };
-}
-
-// ---------------------------------------------------------------------------------------
-// Doing it
+import {
+  allCapabilities,
+  capabilityList,
+  capabilityMask,
+  describeMask,
+  planPrivilegeDrop,
+  readCredentials,
+  requiredCapabilities,
+  type PrivilegePlan,
+  type ProcessCredentials,
+} from './privilege-plan';
 
 /** Names the inherited listening socket to the re-executed image. */
 export const REEXEC_ENV = 'MPATH_PR_REEXEC';

@@ -67,12 +67,14 @@ describe('mpath-pr-helper takes qemu-pr-helper flags', function () {
 
   it('socket activation: listens on fd 3 when LISTEN_FDS=1 names this process', async () => {
     // A shell binds nothing itself; `python3` creates the listening socket and execs the
-    // helper with it on fd 3, as systemd would.
+    // helper with it on fd 3, as systemd would. It binds under a temporary name and renames
+    // the socket once listening: between bind() and listen() a connect is refused.
     const socket = path.join(dir, 'activated.sock');
     const script = [
       'import os, socket, sys',
       's = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)',
-      `s.bind(${JSON.stringify(socket)}); s.listen(16)`,
+      `s.bind(${JSON.stringify(`${socket}.binding`)}); s.listen(16)`,
+      `os.rename(${JSON.stringify(`${socket}.binding`)}, ${JSON.stringify(socket)})`,
       'os.dup2(s.fileno(), 3); os.set_inheritable(3, True)',
       'os.environ["LISTEN_FDS"] = "1"; os.environ["LISTEN_PID"] = str(os.getpid())',
       `os.execv(${JSON.stringify(process.execPath)}, [${JSON.stringify(process.execPath)}, ${JSON.stringify(HELPER)}, "-q"])`,

@@ -10,15 +10,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { Cap } from '../../ffi/capabilities';
 import * as pr from '../../src/backends/pr-commands';
+import { resolveIdentity } from '../../src/daemon/accounts';
 import {
   allCapabilities,
   capabilityMask,
   parseProcStatus,
   planPrivilegeDrop,
   requiredCapabilities,
-  resolveIdentity,
   type ProcessCredentials,
-} from '../../src/daemon/privileges';
+} from '../../src/daemon/privilege-plan';
 import { PrHelperClient } from '../../src/protocol/client';
 import { MPATH_PR, MPATH_PR_HELPER, runToExit, spawnDaemon, threadCredentials, type DaemonProcess } from './spawn-daemon';
 

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseProcStatus, type ProcessCredentials } from '../../src/daemon/privileges';
+import { parseProcStatus, type ProcessCredentials } from '../../src/daemon/privilege-plan';
 
 export const MPATH_PR = path.resolve(__dirname, '../../src/cli/mpath-pr.js');
 export const MPATH_PR_HELPER = path.resolve(__dirname, '../../src/cli/mpath-pr-helper.js');
