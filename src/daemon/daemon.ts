@@ -102,7 +102,7 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
     authorize: (peer) => access.authorize(peer),
     execute: observeExecute(({ handle, cdb, dataOut, peer, signal }) => {
       // Before any SCSI command: a device outside --allow-device never sees one.
-      const refusal = access.checkDevice(handle, peer, handle.kind === 'block');
+      const refusal = access.checkDevice(handle, peer);
       if (refusal) return Promise.resolve(refusal);
       return access.withSlot(peer, signal, () => backends!.resolver.execute(handle, cdb, dataOut, { peer, signal }), handle.path);
     }, commandObservers),
