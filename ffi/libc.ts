@@ -105,6 +105,7 @@ export const O_WRONLY = 0o1;
 export const O_RDWR = 0o2;
 export const O_NONBLOCK = 0o4000;
 export const SOMAXCONN = 4096;
+const AT_FDCWD = -100;
 const AT_EMPTY_PATH = 0x1000;
 const STATX_BASIC_STATS = 0x7ff;
 const S_IFMT = 0o170000;
@@ -463,13 +464,22 @@ const STX_RDEV_MINOR = 0x84;
 const STX_DEV_MAJOR = 0x88;
 const STX_DEV_MINOR = 0x8c;
 
-/** fstat via statx(fd, "", AT_EMPTY_PATH). */
 // Reused: the call is synchronous and every field is copied out before returning.
 const statxBuffer = Buffer.alloc(STATX_SIZE);
 
+/** fstat via statx(fd, "", AT_EMPTY_PATH). */
 export function fstat(fd: number): FileStatus {
-  const buffer = statxBuffer;
-  check('statx', () => c_statx(fd, '', AT_EMPTY_PATH, STATX_BASIC_STATS, buffer), `fd ${fd}`);
+  check('statx', () => c_statx(fd, '', AT_EMPTY_PATH, STATX_BASIC_STATS, statxBuffer), `fd ${fd}`);
+  return fileStatusOf(statxBuffer);
+}
+
+/** stat(2) of a path, symlinks followed, via statx(AT_FDCWD, path, 0). */
+export function stat(path: string): FileStatus {
+  check('statx', () => c_statx(AT_FDCWD, path, 0, STATX_BASIC_STATS, statxBuffer), path);
+  return fileStatusOf(statxBuffer);
+}
+
+function fileStatusOf(buffer: Buffer): FileStatus {
   const mode = buffer.readUInt16LE(STX_MODE);
   const type = mode & S_IFMT;
   return {

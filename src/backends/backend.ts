@@ -4,30 +4,14 @@
 // helpers in ./pr-commands.ts are built on top of it.
 
 import type { PrCommand } from '../scsi/pr-command';
+import type { DeviceHandle } from '../device/handle';
 import type { ScsiResult } from '../scsi/sense';
 
 /** 'auto' is the device resolver (src/backends/resolve.ts), which picks one of the others per device. */
 export type BackendName = 'emulated' | 'sg' | 'blkpr' | 'mpath' | 'auto';
 
-/** What a backend needs to know about the device a command is for. */
-export interface DeviceHandle {
-  /**
-   * An open fd for the device, owned by the caller (the server closes it after the
-   * command). Backends must never close it. -1 when the caller has no fd.
-   */
-  readonly fd: number;
-  /** The realpath of what the fd refers to (from /proc/self/fd/N), or the path given. */
-  readonly path: string;
-  /** True when the fd was opened for writing; admission refuses PR OUT on a read-only fd. */
-  readonly writable: boolean;
-  /** st_rdev for block and character devices, undefined for regular files. */
-  readonly rdev?: { major: number; minor: number };
-  /**
-   * What the fd is, when whoever built the handle already fstat'ed it (the protocol server
-   * does), so the resolver need not fstat again. Absent: the resolver finds out itself.
-   */
-  readonly kind?: 'regular' | 'block' | 'char' | 'other';
-}
+/** What a backend needs to know about the device a command is for: its fd, path, access mode and description (src/device). */
+export type { DeviceHandle };
 
 /** Who sent a command, from SO_PEERCRED, for logs and access checks. */
 export interface PeerIdentity {

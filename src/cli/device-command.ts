@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { bindBackend, type PrExecutor } from '../backends/pr-commands';
 import { PrHelperClient } from '../protocol/client';
-import { describeDeviceFd } from '../protocol/server';
+import { describeDeviceFd } from '../device';
 import type { ScsiResult } from '../scsi/sense';
 import { createBackends } from '../daemon/daemon';
 import type { DaemonConfig } from '../daemon/config';

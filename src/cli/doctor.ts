@@ -12,10 +12,9 @@
 // It only reads; repairs happen through the daemon (REGISTER AND IGNORE through the map).
 
 import * as fs from 'fs';
-import * as path from 'path';
 import { readHostReservationKeySetting } from '../backends/mpath/mpath-backend';
 import { MpathWorkerClient } from '../backends/mpath/mpath-worker-client';
-import { mapName, mapPaths, parseDevNumber, pathNode, type DevNumber, type TopologyRoots } from '../backends/mpath/map-topology';
+import { formatDevNumber, listMultipathMaps, mapPaths, pathNode, type DeviceTree } from '../device';
 import { PathIo } from '../backends/mpath/path-io';
 import type { MultipathdClient } from '../multipathd/client';
 import type { ReservationKeySetting } from '../multipathd/multipath-conf';
@@ -59,37 +58,14 @@ export interface MpathDoctorOptions {
   readonly multipathd?: MultipathdClient | null;
   readonly worker?: MpathWorkerClient;
   readonly reservationKey?: ReservationKeySetting;
-  readonly roots?: TopologyRoots;
+  /** Where sysfs and the path nodes are; default the host's. */
+  readonly deviceTree?: DeviceTree;
   readonly sgTimeoutMs?: number;
   /** Only these maps (alias); default every dm-multipath map. */
   readonly maps?: readonly string[];
 }
 
 const hex = (key: bigint) => `0x${key.toString(16)}`;
-
-/** dm-multipath maps on this host, from sysfs (dm uuid "mpath-…"). */
-export function listMultipathMaps(roots: TopologyRoots = {}): { name: string; rdev: DevNumber }[] {
-  const sysfs = roots.sysfs ?? '/sys';
-  const out: { name: string; rdev: DevNumber }[] = [];
-  let entries: string[] = [];
-  try {
-    entries = fs.readdirSync(path.join(sysfs, 'block')).filter((n) => n.startsWith('dm-'));
-  } catch {
-    return out;
-  }
-  for (const kname of entries.sort()) {
-    try {
-      const uuid = fs.readFileSync(path.join(sysfs, 'block', kname, 'dm/uuid'), 'utf8').trim();
-      if (!uuid.startsWith('mpath-')) continue;
-      const rdev = parseDevNumber(fs.readFileSync(path.join(sysfs, 'block', kname, 'dev'), 'utf8'));
-      if (!rdev) continue;
-      out.push({ name: mapName(rdev, roots) ?? kname, rdev });
-    } catch {
-      // A map going away while we look.
-    }
-  }
-  return out;
-}
 
 async function readKeysOnPath(node: string, timeoutMs: number): Promise<{ keys?: bigint[]; error?: string }> {
   let fd: number;
@@ -160,13 +136,13 @@ export async function mpathDoctor(options: MpathDoctorOptions = {}): Promise<Mpa
   }
 
   const maps: DoctorMap[] = [];
-  for (const { name, rdev } of listMultipathMaps(options.roots)) {
+  for (const { name, rdev } of listMultipathMaps(options.deviceTree)) {
     if (options.maps && !options.maps.includes(name)) continue;
     const paths: DoctorPath[] = [];
-    for (const p of mapPaths(rdev, options.roots)) {
+    for (const p of mapPaths(rdev, options.deviceTree)) {
       let node: string;
       try {
-        node = pathNode(p, options.roots);
+        node = pathNode(p, options.deviceTree);
       } catch (err) {
         paths.push({ name: p.name, ...pathStates.get(p.name), error: (err as Error).message });
         continue;
@@ -186,7 +162,7 @@ export async function mpathDoctor(options: MpathDoctorOptions = {}): Promise<Mpa
       }
     }
     const judged = judgeMap(paths, multipathdKey, reservationKey);
-    maps.push({ name, devT: `${rdev.major}:${rdev.minor}`, paths, multipathdKey, multipathdPrStatus, ...judged });
+    maps.push({ name, devT: formatDevNumber(rdev), paths, multipathdKey, multipathdPrStatus, ...judged });
     for (const p of judged.problems) problems.push(`${name}: ${p}`);
   }
   return { library, reservationKey, multipathd, maps, problems };

@@ -26,7 +26,7 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { DeviceHandle, PeerIdentity } from '../backends/backend';
-import { hostSysfs, type Sysfs } from '../backends/resolve';
+import { describeHandle, hostDeviceTree, type DeviceTree } from '../device';
 import { checkCondition, Sense, type ScsiResult } from '../scsi/sense';
 
 export const DEFAULT_MAX_CONNECTIONS_PER_PEER = 256;
@@ -115,23 +115,12 @@ export interface DeviceIdentity {
   readonly wwids: readonly string[];
 }
 
-/** What the allow-list is matched against. Never throws. */
-export function deviceIdentity(handle: DeviceHandle, sysfs: Sysfs = hostSysfs, isBlock = true): DeviceIdentity {
+/** What the allow-list is matched against, from the handle's description. Never throws. */
+export function deviceIdentity(handle: DeviceHandle, deviceTree: DeviceTree = hostDeviceTree): DeviceIdentity {
+  const description = describeHandle(handle, deviceTree);
   const paths = [handle.path];
-  const wwids: string[] = [];
-  if (handle.rdev) {
-    const base = `dev/${isBlock ? 'block' : 'char'}/${handle.rdev.major}:${handle.rdev.minor}`;
-    const dmUuid = sysfs.read(`${base}/dm/uuid`)?.trim();
-    if (dmUuid) {
-      const mpath = /^mpath-(.+)$/.exec(dmUuid);
-      if (mpath) wwids.push(mpath[1]);
-      const name = sysfs.read(`${base}/dm/name`)?.trim();
-      if (name) paths.push(`/dev/mapper/${name}`);
-    }
-    const wwid = sysfs.read(`${base}/device/wwid`);
-    if (wwid !== undefined) wwids.push(...wwidForms(wwid));
-  }
-  return { paths, wwids: [...new Set(wwids)] };
+  if (description.mapName) paths.push(`/dev/mapper/${description.mapName}`);
+  return { paths, wwids: description.wwid ? wwidForms(description.wwid) : [] };
 }
 
 /**
@@ -244,7 +233,7 @@ export class AccessControl {
   constructor(
     readonly settings: AccessSettings,
     private readonly logger: Logger,
-    private readonly sysfs: Sysfs = hostSysfs,
+    private readonly deviceTree: DeviceTree = hostDeviceTree,
   ) {}
 
   get stats(): AccessControlStats {
@@ -284,9 +273,9 @@ export class AccessControl {
   }
 
   /** The refusal for a device outside --allow-device, or undefined when it may be used. */
-  checkDevice(handle: DeviceHandle, peer: PeerIdentity, isBlock = true): ScsiResult | undefined {
+  checkDevice(handle: DeviceHandle, peer: PeerIdentity): ScsiResult | undefined {
     if (this.settings.allowDevices.length === 0) return undefined;
-    const identity = deviceIdentity(handle, this.sysfs, isBlock);
+    const identity = deviceIdentity(handle, this.deviceTree);
     if (deviceAllowed(identity, this.settings.allowDevices).allowed) return undefined;
     this.counters.devicesRefused++;
     this.logger.warn(

@@ -102,7 +102,7 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
     authorize: (peer) => access.authorize(peer),
     // Part of admission, before any SCSI command: a device outside --allow-device never sees one.
     guards: [function deviceAllowList(handle, _command, peer) {
-      return peer ? access.checkDevice(handle, peer, handle.kind === 'block') : undefined;
+      return peer ? access.checkDevice(handle, peer) : undefined;
     }],
     execute: observeExecute(
       ({ handle, command, peer, signal }) => access.withSlot(peer, signal, () => backends!.resolver.execute(handle, command, { peer, signal }), handle.path),

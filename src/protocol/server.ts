@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import type { Logger } from 'pino';
 import * as libc from '../../ffi/libc';
 import type { DeviceHandle, PeerIdentity } from '../backends/backend';
+import { describeDeviceFd } from '../device/handle';
 import { Status, prTypeName, statusName } from '../scsi/constants';
 import { prInTitle, prOutActionByCode, prOutTitle } from '../scsi/actions';
 import { ScsiResult, Sense, checkCondition, describeSense } from '../scsi/sense';
@@ -457,25 +458,8 @@ function hexKey(key: bigint): string {
   return key.toString(16).padStart(16, '0');
 }
 
-/** What a backend needs to know about the fd a client sent. */
-export function describeDeviceFd(fd: number): DeviceHandle {
-  const status = libc.fstat(fd);
-  const access = libc.getAccessMode(fd);
-  let path: string;
-  try {
-    path = fs.readlinkSync(`/proc/self/fd/${fd}`);
-  } catch {
-    path = `fd:${fd}`;
-  }
-  return {
-    fd,
-    path,
-    writable: access !== 'read-only',
-    rdev: status.isBlock || status.isChar ? { major: status.rdev.major, minor: status.rdev.minor } : undefined,
-    // Carried so the resolver does not fstat the same fd again.
-    kind: status.isBlock ? 'block' : status.isChar ? 'char' : status.isRegular ? 'regular' : 'other',
-  };
-}
+// Lives in src/device; re-exported for the modules that still import it from here.
+export { describeDeviceFd } from '../device/handle';
 
 /**
  * Removes a socket file left by a dead server: only a socket, and only when a connect is

@@ -11,7 +11,7 @@ import { BlkprBackend } from '../../src/backends/blkpr/blkpr-backend';
 import { SgBackend } from '../../src/backends/sg/sg-backend';
 import { bindBackend } from '../../src/backends/pr-commands';
 import type { PrBackend } from '../../src/backends/backend';
-import { describeDeviceFd } from '../../src/protocol/server';
+import { describeDeviceFd } from '../../src/device';
 import { describePrBackendContract, type ContractCase, type ContractFixture } from '../contract/pr-backend-contract';
 import { labTopology, multipathd } from './harness/lab-guest';
 

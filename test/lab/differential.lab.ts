@@ -17,7 +17,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { SgBackend } from '../../src/backends/sg/sg-backend';
 import { bindBackend, readFullStatus, readKeys, registerIgnore, type PrExecutor } from '../../src/backends/pr-commands';
-import { describeDeviceFd } from '../../src/protocol/server';
+import { describeDeviceFd } from '../../src/device';
 import { drainUnitAttentions, resetLogicalUnit, retryingUnitAttention } from '../contract/pr-backend-contract';
 import {
   compareScenario,

@@ -24,7 +24,8 @@ import {
   type PrExecutor,
   type PrOutRequest,
 } from '../../src/backends/pr-commands';
-import { BackendResolver, classifyDevice } from '../../src/backends/resolve';
+import { BackendResolver } from '../../src/backends/resolve';
+import { describeHandle } from '../../src/device';
 import { passThroughPr } from '../../src/backends/sg/pass-through';
 import { SgBackend } from '../../src/backends/sg/sg-backend';
 import { PrInAction, PrType, Status } from '../../src/scsi/constants';
@@ -111,11 +112,11 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
 
   describe('the resolver on real devices', function () {
     it('classifies the paths as SCSI disks and the map as dm-multipath', function () {
-      expect(classifyDevice(a).class).to.equal('scsi-block');
-      expect(classifyDevice(map).class).to.equal('dm-multipath');
+      expect(describeHandle(a).class).to.equal('scsi-block');
+      expect(describeHandle(map).class).to.equal('dm-multipath');
       const dm = open(topology.dmDevice, false);
       try {
-        expect(classifyDevice(dm).class).to.equal('dm-multipath');
+        expect(describeHandle(dm).class).to.equal('dm-multipath');
       } finally {
         fs.closeSync(dm.fd);
       }
@@ -127,7 +128,7 @@ describe(`sg and blkpr backends on LIO (${process.env.LAB_FABRIC ?? 'outside the
       expect(sgNames).to.have.length(1);
       const node = open(`/dev/${sgNames[0]}`, false);
       try {
-        expect(classifyDevice(node).class).to.equal('scsi-generic');
+        expect(describeHandle(node).class).to.equal('scsi-generic');
         expect((await keysOf(sg, node)).keys).to.deep.equal([]);
       } finally {
         fs.closeSync(node.fd);

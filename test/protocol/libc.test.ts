@@ -131,6 +131,20 @@ describe('ffi/libc', () => {
     }
   });
 
+  it('stat follows a path (and its symlinks) to what fstat says of an fd for it, and throws ENOENT for none', () => {
+    const fd = fs.openSync('/dev/null', 'r');
+    try {
+      const byPath = libc.stat('/dev/null');
+      expect(byPath).to.include({ isChar: true, isBlock: false, isRegular: false });
+      expect(byPath.rdev).to.deep.equal(libc.fstat(fd).rdev);
+      expect(libc.stat('/proc/self/fd/' + fd).rdev).to.deep.equal({ major: 1, minor: 3 });
+      expect(libc.stat(__filename).ino).to.equal(BigInt(fs.statSync(__filename).ino));
+      expect(() => libc.stat('/nonexistent/file')).to.throw(libc.SystemCallError).with.property('code', 'ENOENT');
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('watchFd reports readiness and can be closed before the fd', async () => {
     const [a, b] = libc.socketpair();
     try {

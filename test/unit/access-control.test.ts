@@ -2,11 +2,7 @@
 // sysfs, peer allow-lists, FIFO slots, and the policy object the daemon drives.
 
 import { expect } from 'chai';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import pino from 'pino';
-import { Sysfs } from '../../src/backends/resolve';
 import type { DeviceHandle, PeerIdentity } from '../../src/backends/backend';
 import { accessFromEnvironment } from '../../src/cli/mpath-pr-helper';
 import {
@@ -23,6 +19,7 @@ import {
 import { ConfigError, parseDevicePattern, parseLimit, splitList } from '../../src/daemon/config';
 import { Status } from '../../src/scsi/constants';
 import { good, Sense, senseMatches, type ScsiResult } from '../../src/scsi/sense';
+import { FakeSysfs } from '../support/fake-sysfs';
 
 function capturingLogger() {
   const lines: Record<string, unknown>[] = [];
@@ -63,22 +60,17 @@ describe('access control: glob matching', () => {
 });
 
 describe('access control: WWIDs and device identity', () => {
-  let root: string;
+  let fake: FakeSysfs;
   beforeEach(() => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-pr-acl-sysfs-'));
-    const put = (rel: string, text: string) => {
-      fs.mkdirSync(path.dirname(path.join(root, rel)), { recursive: true });
-      fs.writeFileSync(path.join(root, rel), text);
-    };
-    put('dev/block/253:3/dm/uuid', 'mpath-36001405aabbccdd\n');
-    put('dev/block/253:3/dm/name', 'mpatha\n');
-    put('dev/block/253:5/dm/uuid', 'LVM-abcdef\n');
-    put('dev/block/253:5/dm/name', 'vg-lv\n');
-    put('dev/block/8:16/device/wwid', 'naa.6001405AABBCCDD\n');
-    put('dev/char/21:1/device/wwid', 'naa.6001405eeff0011\n');
-    put('dev/block/21:1/device/wwid', 'naa.60014050000000\n');
+    fake = new FakeSysfs();
+    fake.dmMap({ kname: 'dm-3', dev: '253:3', uuid: 'mpath-36001405aabbccdd', name: 'mpatha' });
+    fake.dmMap({ kname: 'dm-5', dev: '253:5', uuid: 'LVM-abcdef', name: 'vg-lv' });
+    fake.scsiDisk({ host: 2, name: 'sdb', dev: '8:16', wwid: 'naa.6001405AABBCCDD' });
+    fake.scsiDisk({ host: 3, name: 'sdc', dev: '8:32', wwid: 'naa.6001405eeff0011', sg: { name: 'sg1', dev: '21:1' } });
+    // A block device with the sg node's numbers: the sg node must not be looked up under dev/block.
+    fake.scsiDisk({ host: 4, name: 'sdq', dev: '21:1', wwid: 'naa.60014050000000' });
   });
-  afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
+  afterEach(() => fake.remove());
 
   it('turns the kernel naa./eui. forms into the multipath form too', () => {
     expect(wwidForms('naa.6001405AABB\n')).to.deep.equal(['naa.6001405AABB', '36001405aabb']);
@@ -88,29 +80,29 @@ describe('access control: WWIDs and device identity', () => {
   });
 
   it('a dm-multipath map is known by its /dev/mapper name and its WWID', () => {
-    const id = deviceIdentity({ fd: -1, path: '/dev/dm-3', writable: true, rdev: { major: 253, minor: 3 } }, new Sysfs(root));
+    const id = deviceIdentity(fake.handle('/dev/dm-3', 'block', '253:3'));
     expect(id).to.deep.equal({ paths: ['/dev/dm-3', '/dev/mapper/mpatha'], wwids: ['36001405aabbccdd'] });
   });
 
   it('a non-multipath dm map has a mapper name but no WWID', () => {
-    const id = deviceIdentity({ fd: -1, path: '/dev/dm-5', writable: true, rdev: { major: 253, minor: 5 } }, new Sysfs(root));
+    const id = deviceIdentity(fake.handle('/dev/dm-5', 'block', '253:5'));
     expect(id).to.deep.equal({ paths: ['/dev/dm-5', '/dev/mapper/vg-lv'], wwids: [] });
   });
 
   it('a SCSI disk has the device/wwid forms; an sg node is looked up under dev/char, not dev/block', () => {
-    expect(deviceIdentity({ fd: -1, path: '/dev/sdb', writable: true, rdev: { major: 8, minor: 16 } }, new Sysfs(root)).wwids).to.deep.equal([
+    expect(deviceIdentity(fake.handle('/dev/sdb', 'block', '8:16')).wwids).to.deep.equal([
       'naa.6001405AABBCCDD',
       '36001405aabbccdd',
     ]);
-    expect(deviceIdentity({ fd: -1, path: '/dev/sg1', writable: true, rdev: { major: 21, minor: 1 } }, new Sysfs(root), false).wwids).to.deep.equal([
+    expect(deviceIdentity(fake.handle('/dev/sg1', 'char', '21:1')).wwids).to.deep.equal([
       'naa.6001405eeff0011',
       '36001405eeff0011',
     ]);
   });
 
   it('an emulated LU file has only its path, and a device missing from sysfs has no WWID', () => {
-    expect(deviceIdentity(fileHandle('/srv/lu0.img'), new Sysfs(root))).to.deep.equal({ paths: ['/srv/lu0.img'], wwids: [] });
-    expect(deviceIdentity({ fd: -1, path: '/dev/sdz', writable: true, rdev: { major: 65, minor: 160 } }, new Sysfs(root)).wwids).to.deep.equal([]);
+    expect(deviceIdentity(fileHandle('/srv/lu0.img'), fake.tree)).to.deep.equal({ paths: ['/srv/lu0.img'], wwids: [] });
+    expect(deviceIdentity(fake.handle('/dev/sdz', 'block', '65:160')).wwids).to.deep.equal([]);
   });
 
   it('matches path globs, /dev/mapper names, symlinked literals and WWID patterns; nothing else', () => {

@@ -16,6 +16,7 @@ import { MPATH_PR } from '../../ffi/libmpathpersist';
 import { encodePrOutCdb } from '../../src/scsi/cdb';
 import { PrInAction, PrType, Status } from '../../src/scsi/constants';
 import { describeSense, Sense, senseMatches, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
+import { FakeSysfs } from '../support/fake-sysfs';
 
 /**
  * PR OUT: exits(1) when the reservation key is 0xdead, never answers for 0x4a46, answers `error` for 0xe0e0, else
@@ -48,6 +49,7 @@ function expectSense(result: ScsiResult, cond: SenseCondition): void {
 describe('mpath backend (stand-in worker, fake sysfs)', function () {
   this.timeout(30_000);
   let dir: string;
+  let fake: FakeSysfs;
   let logFile: string;
   let backend: MpathBackend;
   let handle: DeviceHandle;
@@ -66,20 +68,20 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
 
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-backend-test-'));
-    fs.mkdirSync(path.join(dir, 'sys/dev/block/253:7/dm'), { recursive: true });
-    fs.mkdirSync(path.join(dir, 'sys/dev/block/253:7/slaves'), { recursive: true });
-    fs.writeFileSync(path.join(dir, 'sys/dev/block/253:7/dm/name'), 'mpathz\n');
+    fake = new FakeSysfs();
+    fake.dmMap({ kname: 'dm-7', dev: '253:7', uuid: 'mpath-36001405000000000000000000000007', name: 'mpathz' });
     fs.writeFileSync(path.join(dir, 'worker.js'), STAND_IN);
     fs.writeFileSync(path.join(dir, 'lu'), '');
     const fd = fs.openSync(path.join(dir, 'lu'), 'r+');
     const roFd = fs.openSync(path.join(dir, 'lu'), 'r');
-    handle = { fd, path: '/dev/mapper/mpathz', writable: true, rdev: { major: 253, minor: 7 } };
-    readOnly = { fd: roFd, path: '/dev/mapper/mpathz', writable: false, rdev: { major: 253, minor: 7 } };
+    handle = fake.handle('/dev/mapper/mpathz', 'block', '253:7', { fd, writable: true });
+    readOnly = fake.handle('/dev/mapper/mpathz', 'block', '253:7', { fd: roFd, writable: false });
   });
   after(() => {
     fs.closeSync(handle.fd);
     fs.closeSync(readOnly.fd);
     fs.rmSync(dir, { recursive: true, force: true });
+    fake.remove();
   });
   beforeEach(() => {
     logFile = path.join(dir, `received-${Date.now()}-${Math.random()}.jsonl`);
@@ -90,7 +92,7 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
       logger,
       multipathd: null,
       reservationKeySetting: { source: 'file' },
-      roots: { sysfs: path.join(dir, 'sys'), dev: path.join(dir, 'dev') },
+      deviceTree: fake.tree,
     });
   });
   afterEach(() => backend.close());
@@ -128,10 +130,8 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
   });
 
   it('a library call hanging on one map does not delay another map (one worker per map)', async function () {
-    fs.mkdirSync(path.join(dir, 'sys/dev/block/253:8/dm'), { recursive: true });
-    fs.mkdirSync(path.join(dir, 'sys/dev/block/253:8/slaves'), { recursive: true });
-    fs.writeFileSync(path.join(dir, 'sys/dev/block/253:8/dm/name'), 'mpathy\n');
-    const other: DeviceHandle = { ...handle, path: '/dev/mapper/mpathy', rdev: { major: 253, minor: 8 } };
+    fake.dmMap({ kname: 'dm-8', dev: '253:8', uuid: 'mpath-36001405000000000000000000000008', name: 'mpathy' });
+    const other: DeviceHandle = fake.handle('/dev/mapper/mpathy', 'block', '253:8', { fd: handle.fd });
     const order: string[] = [];
     const stuck = out({ action: 'clear', reservationKey: 0x4a46n }).then((r) => {
       order.push('hung map');

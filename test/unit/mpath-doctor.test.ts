@@ -1,8 +1,7 @@
 import { expect } from 'chai';
-import { formatMpathDoctor, judgeMap, listMultipathMaps } from '../../src/cli/doctor';
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
+import { formatMpathDoctor, judgeMap } from '../../src/cli/doctor';
+import { listMultipathMaps } from '../../src/device';
+import { FakeSysfs } from '../support/fake-sysfs';
 
 describe('mpath doctor: judging a map from per-path READ KEYS', function () {
   const file = { source: 'file' as const };
@@ -36,20 +35,13 @@ describe('mpath doctor: judging a map from per-path READ KEYS', function () {
   });
 
   it('finds dm-multipath maps in sysfs and ignores other dm devices', function () {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-doctor-'));
+    const fake = new FakeSysfs();
     try {
-      const add = (kname: string, uuid: string, dev: string, name: string) => {
-        fs.mkdirSync(path.join(root, 'block', kname, 'dm'), { recursive: true });
-        fs.writeFileSync(path.join(root, 'block', kname, 'dm/uuid'), `${uuid}\n`);
-        fs.writeFileSync(path.join(root, 'block', kname, 'dev'), `${dev}\n`);
-        fs.mkdirSync(path.join(root, 'dev/block', dev, 'dm'), { recursive: true });
-        fs.writeFileSync(path.join(root, 'dev/block', dev, 'dm/name'), `${name}\n`);
-      };
-      add('dm-0', 'mpath-36001405aab', '253:0', 'mpatha');
-      add('dm-1', 'LVM-abc', '253:1', 'vg-lv');
-      expect(listMultipathMaps({ sysfs: root })).to.deep.equal([{ name: 'mpatha', rdev: { major: 253, minor: 0 } }]);
+      fake.dmMap({ kname: 'dm-0', dev: '253:0', uuid: 'mpath-36001405aab', name: 'mpatha' });
+      fake.dmMap({ kname: 'dm-1', dev: '253:1', uuid: 'LVM-abc', name: 'vg-lv' });
+      expect(listMultipathMaps(fake.tree)).to.deep.equal([{ name: 'mpatha', rdev: { major: 253, minor: 0 } }]);
     } finally {
-      fs.rmSync(root, { recursive: true, force: true });
+      fake.remove();
     }
   });
 

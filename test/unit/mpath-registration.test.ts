@@ -21,8 +21,9 @@ import { PrInAction, Status } from '../../src/scsi/constants';
 import { decodeReadKeys } from '../../src/scsi/pr-in-data';
 import { checkCondition, describeSense, good, Sense, senseMatches, type ScsiResult } from '../../src/scsi/sense';
 import { eventually } from '../integration/serve-process';
+import { FakeSysfs } from '../support/fake-sysfs';
 
-const PATHS = { sdx: { dev: '8:16', targetPort: 1 }, sdy: { dev: '8:32', targetPort: 2 } } as const;
+const PATHS = { sdx: { dev: '8:16', host: 2, targetPort: 1 }, sdy: { dev: '8:32', host: 3, targetPort: 2 } } as const;
 type PathName = keyof typeof PATHS;
 const OUR_INITIATOR = { protocol: 'sas', sasAddress: 0x5001405aa0000001n } as const;
 const OTHER_HOST: Nexus = { initiator: { protocol: 'sas', sasAddress: 0x5001405bb0000001n }, targetPort: 1 };
@@ -92,6 +93,7 @@ class FakeSan {
 
 describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN: the SPC-4 engine as the LU, one nexus per path)', function () {
   let dir: string;
+  let fake: FakeSysfs;
   let san: FakeSan;
   let backend: MpathBackend;
   let handle: DeviceHandle;
@@ -105,23 +107,19 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
 
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-registration-test-'));
-    const map = path.join(dir, 'sys/dev/block/253:9');
-    fs.mkdirSync(path.join(map, 'dm'), { recursive: true });
-    fs.writeFileSync(path.join(map, 'dm/name'), 'mpathf\n');
-    for (const [name, { dev }] of Object.entries(PATHS)) {
-      fs.mkdirSync(path.join(map, 'slaves', name), { recursive: true });
-      fs.mkdirSync(path.join(dir, 'sys/class/block', name), { recursive: true });
-      fs.writeFileSync(path.join(dir, 'sys/class/block', name, 'dev'), `${dev}\n`);
+    fake = new FakeSysfs();
+    for (const [name, { dev, host, targetPort }] of Object.entries(PATHS)) {
       // VPD page 83h with one designator: relative target port identifier (type 4h, association 01b).
-      fs.mkdirSync(path.join(dir, 'sys/class/block', name, 'device'), { recursive: true });
-      fs.writeFileSync(path.join(dir, 'sys/class/block', name, 'device/vpd_pg83'), Buffer.from([0, 0x83, 0, 8, 0x61, 0x14, 0, 4, 0, 0, 0, PATHS[name as PathName].targetPort]));
+      fake.scsiDisk({ host, name, dev, vpdPg83: Buffer.from([0, 0x83, 0, 8, 0x61, 0x14, 0, 4, 0, 0, 0, targetPort]) });
     }
+    fake.dmMap({ kname: 'dm-9', dev: '253:9', uuid: 'mpath-36001405000000000000000000000009', name: 'mpathf', slaves: Object.keys(PATHS) });
     fs.writeFileSync(path.join(dir, 'map'), '');
-    handle = { fd: fs.openSync(path.join(dir, 'map'), 'r+'), path: '/dev/mapper/mpathf', writable: true, rdev: { major: 253, minor: 9 } };
+    handle = fake.handle('/dev/mapper/mpathf', 'block', '253:9', { fd: fs.openSync(path.join(dir, 'map'), 'r+') });
   });
   after(() => {
     fs.closeSync(handle.fd);
     fs.rmSync(dir, { recursive: true, force: true });
+    fake.remove();
   });
   beforeEach(() => {
     san = new FakeSan();
@@ -130,7 +128,7 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
       logger,
       multipathd: null,
       reservationKeySetting: { source: 'file' },
-      roots: { sysfs: path.join(dir, 'sys'), dev: path.join(dir, 'dev') },
+      deviceTree: fake.tree,
       pathTransport: san.transport,
       returningPaths: { intervalMs: 10, maxIntervalMs: 20 },
     });
@@ -225,7 +223,7 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
   });
 
   it('with reservation_key fixed in multipath.conf, only that key is registered (multipathd would give returning paths no other)', async function () {
-    const fixed = new MpathBackend({ logger, multipathd: null, reservationKeySetting: { source: 'key', key: K1 }, roots: { sysfs: path.join(dir, 'sys'), dev: path.join(dir, 'dev') }, pathTransport: san.transport });
+    const fixed = new MpathBackend({ logger, multipathd: null, reservationKeySetting: { source: 'key', key: K1 }, deviceTree: fake.tree, pathTransport: san.transport });
     try {
       const other = buildPrOut({ action: 'register-ignore', serviceActionKey: K2 });
       const refused = await runBytes(fixed, handle, other.cdb, other.dataOut);

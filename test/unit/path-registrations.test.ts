@@ -1,11 +1,11 @@
 // Which paths of a map miss a key (pure), and the VPD page 83h target port parser.
 
 import { expect } from 'chai';
-import type { PathDevice } from '../../src/backends/mpath/map-topology';
+import type { MapPath } from '../../src/device';
 import { pathsMissingKey, registrationsWithKey, type AnsweringPath, type SeenRegistration } from '../../src/backends/mpath/path-io';
 import { relativeTargetPortOf } from '../../src/scsi/vpd';
 
-const path = (name: string): PathDevice => ({ name, rdev: { major: 8, minor: name.charCodeAt(2) } });
+const path = (name: string): MapPath => ({ name, rdev: { major: 8, minor: name.charCodeAt(2) } });
 const seen = (key: bigint, relativeTargetPort?: number, allTgPt = false): SeenRegistration => ({ key, relativeTargetPort, allTgPt });
 const K = 0xa1n;
 

@@ -1,7 +1,7 @@
-// The device resolver: real files and real character devices of this host, plus a FAKE
-// sysfs tree built in a temporary directory for the device kinds this host does not have
-// (dm-multipath maps, SCSI disks, sg nodes, NVMe). The fake tree mirrors the layout of
-// /sys/dev/{block,char}/M:m symlinks into /sys/devices as kernel 6.1 presents it.
+// The device resolver and the device description it decides by (src/device): real files and
+// real character devices of this host, plus a FAKE sysfs tree (test/support/fake-sysfs.ts)
+// for the device kinds this host does not have (dm-multipath maps, SCSI disks, sg nodes,
+// NVMe), laid out as kernel 6.1 presents /sys.
 
 import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
@@ -9,22 +9,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../../src/backends/backend';
-import {
-  BackendResolver,
-  chooseBackend,
-  classifyDevice,
-  classifyIdentity,
-  decodeDevT,
-  deviceKey,
-  rdevOf,
-  Sysfs,
-  type ConcreteBackendName,
-  type BackendChoice,
-} from '../../src/backends/resolve';
+import { BackendResolver, chooseBackend, type ConcreteBackendName, type BackendChoice } from '../../src/backends/resolve';
+import { describeHandle, describeIdentity, deviceKey, DeviceTree, rdevOf } from '../../src/device';
 import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
 import { Status } from '../../src/scsi/constants';
 import type { PrCommand } from '../../src/scsi/pr-command';
 import { Sense, senseMatches, type ScsiResult, good } from '../../src/scsi/sense';
+import { FakeSysfs } from '../support/fake-sysfs';
 
 function handleFor(fd: number, p: string, writable = true): DeviceHandle {
   return { fd, path: p, writable };
@@ -33,82 +24,35 @@ function handleFor(fd: number, p: string, writable = true): DeviceHandle {
 const PR_IN = encodePrInCdb({ action: 0, allocationLength: 8 });
 const PR_OUT = encodePrOutCdb({ action: 0, parameterListLength: 24 });
 
-/** Builds a fake sysfs tree; every path is relative to its root. */
-class FakeSysfsTree {
-  readonly root = fs.mkdtempSync(path.join(os.tmpdir(), 'mpr-fake-sysfs-'));
-
-  dir(rel: string): void {
-    fs.mkdirSync(path.join(this.root, rel), { recursive: true });
-  }
-
-  file(rel: string, text: string): void {
-    this.dir(path.dirname(rel));
-    fs.writeFileSync(path.join(this.root, rel), text);
-  }
-
-  /** A relative symlink at `rel` pointing at `targetRel`, both relative to the root. */
-  link(rel: string, targetRel: string): void {
-    this.dir(path.dirname(rel));
-    fs.symlinkSync(path.relative(path.dirname(path.join(this.root, rel)), path.join(this.root, targetRel)), path.join(this.root, rel));
-  }
-
-  remove(): void {
-    fs.rmSync(this.root, { recursive: true, force: true });
+/** Records every attribute read, to see what is read when. */
+class CountingTree extends DeviceTree {
+  readonly attributes: string[] = [];
+  override readBytes(relative: string, maxBytes: number): Buffer | undefined {
+    this.attributes.push(relative);
+    return super.readBytes(relative, maxBytes);
   }
 }
 
-function buildFakeSysfs(): FakeSysfsTree {
-  const t = new FakeSysfsTree();
+function buildFakeSysfs(): FakeSysfs {
+  const t = new FakeSysfs();
   // Two SCSI paths (sdb, sdc) to one LU, behind a dm-multipath map dm-0 (253:0).
-  for (const [host, name, devt, sg] of [['2', 'sdb', '8:16', 'sg1'], ['3', 'sdc', '8:32', 'sg2']] as const) {
-    const sdev = `devices/platform/host${host}/target${host}:0:0/${host}:0:0:0`;
-    t.dir(`${sdev}/scsi_disk/${host}:0:0:0`);
-    t.dir(`${sdev}/scsi_device/${host}:0:0:0`);
-    t.file(`${sdev}/state`, 'running\n');
-    t.file(`${sdev}/block/${name}/dev`, `${devt}\n`);
-    t.link(`${sdev}/block/${name}/device`, sdev);
-    t.link(`dev/block/${devt}`, `${sdev}/block/${name}`);
-    t.link(`class/block/${name}`, `${sdev}/block/${name}`);
-    t.file(`${sdev}/scsi_generic/${sg}/dev`, `21:${host}\n`);
-    t.link(`${sdev}/scsi_generic/${sg}/device`, sdev);
-    t.link(`dev/char/21:${host}`, `${sdev}/scsi_generic/${sg}`);
-  }
-  t.file('devices/platform/host3/target3:0:0/3:0:0:0/state', 'offline\n');
+  t.scsiDisk({ host: 2, name: 'sdb', dev: '8:16', state: 'running', sg: { name: 'sg1', dev: '21:2' } });
+  t.scsiDisk({ host: 3, name: 'sdc', dev: '8:32', state: 'offline', sg: { name: 'sg2', dev: '21:3' } });
   // A partition of sdb.
-  t.file('devices/platform/host2/target2:0:0/2:0:0:0/block/sdb/sdb1/partition', '1\n');
-  t.file('devices/platform/host2/target2:0:0/2:0:0:0/block/sdb/sdb1/dev', '8:17\n');
-  t.link('dev/block/8:17', 'devices/platform/host2/target2:0:0/2:0:0:0/block/sdb/sdb1');
-  // The multipath map and an LVM volume.
-  t.file('devices/virtual/block/dm-0/dm/uuid', 'mpath-36001405aaaabbbbccccdddd0000000\n');
-  t.file('devices/virtual/block/dm-0/dm/name', 'mpatha\n');
-  t.link('devices/virtual/block/dm-0/slaves/sdb', 'devices/platform/host2/target2:0:0/2:0:0:0/block/sdb');
-  t.link('devices/virtual/block/dm-0/slaves/sdc', 'devices/platform/host3/target3:0:0/3:0:0:0/block/sdc');
-  t.link('dev/block/253:0', 'devices/virtual/block/dm-0');
-  t.file('devices/virtual/block/dm-1/dm/uuid', 'LVM-Xq3v7rA0\n');
-  t.link('dev/block/253:1', 'devices/virtual/block/dm-1');
-  t.file('devices/virtual/block/dm-2/dm/uuid', '\n'); // a dm device created without a uuid
-  t.link('dev/block/253:2', 'devices/virtual/block/dm-2');
+  t.partition('sdb', 'sdb1', '8:17');
+  // The multipath map, an LVM volume and a dm device created without a uuid.
+  t.dmMap({ kname: 'dm-0', dev: '253:0', uuid: 'mpath-36001405aaaabbbbccccdddd0000000', name: 'mpatha', slaves: ['sdb', 'sdc'] });
+  t.dmMap({ kname: 'dm-1', dev: '253:1', uuid: 'LVM-Xq3v7rA0' });
+  t.dmMap({ kname: 'dm-2', dev: '253:2', uuid: '' });
   // A block device on a SCSI host that shows no scsi_disk/scsi_device directories.
-  t.dir('devices/platform/host4/target4:0:1/4:0:1:0');
-  t.file('devices/platform/host4/target4:0:1/4:0:1:0/block/sdd/dev', '8:48\n');
-  t.link('devices/platform/host4/target4:0:1/4:0:1:0/block/sdd/device', 'devices/platform/host4/target4:0:1/4:0:1:0');
-  t.link('dev/block/8:48', 'devices/platform/host4/target4:0:1/4:0:1:0/block/sdd');
+  t.scsiDisk({ host: 4, target: 1, name: 'sdd', dev: '8:48', bare: true });
   // The same under an iSCSI session directory.
-  t.dir('devices/platform/host5/session1/target5:0:0/5:0:0:0');
-  t.file('devices/platform/host5/session1/target5:0:0/5:0:0:0/block/sde/dev', '8:64\n');
-  t.link('devices/platform/host5/session1/target5:0:0/5:0:0:0/block/sde/device', 'devices/platform/host5/session1/target5:0:0/5:0:0:0');
-  t.link('dev/block/8:64', 'devices/platform/host5/session1/target5:0:0/5:0:0:0/block/sde');
+  t.scsiDisk({ host: 5, via: 'session1', name: 'sde', dev: '8:64', bare: true });
   // NVMe namespace, loop device, virtio disk, and /dev/null's entry.
-  t.file('devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/dev', '259:0\n');
-  t.link('devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/device', 'devices/pci0000:00/0000:00:04.0/nvme/nvme0');
-  t.link('dev/block/259:0', 'devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1');
-  t.file('devices/virtual/block/loop0/dev', '7:0\n');
-  t.link('dev/block/7:0', 'devices/virtual/block/loop0');
-  t.file('devices/pci0000:00/0000:00:02.0/virtio1/block/vda/dev', '254:0\n');
-  t.link('devices/pci0000:00/0000:00:02.0/virtio1/block/vda/device', 'devices/pci0000:00/0000:00:02.0/virtio1');
-  t.link('dev/block/254:0', 'devices/pci0000:00/0000:00:02.0/virtio1/block/vda');
-  t.file('devices/virtual/mem/null/dev', '1:3\n');
-  t.link('dev/char/1:3', 'devices/virtual/mem/null');
+  t.blockDevice('devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1', '259:0', 'devices/pci0000:00/0000:00:04.0/nvme/nvme0');
+  t.blockDevice('devices/virtual/block/loop0', '7:0');
+  t.blockDevice('devices/pci0000:00/0000:00:02.0/virtio1/block/vda', '254:0', 'devices/pci0000:00/0000:00:02.0/virtio1');
+  t.charDevice('devices/virtual/mem/null', '1:3');
   return t;
 }
 
@@ -126,13 +70,13 @@ class RecordingBackend implements PrBackend {
 }
 
 describe('device resolver (src/backends/resolve.ts)', function () {
-  let tree: FakeSysfsTree;
-  let fake: Sysfs;
+  let tree: FakeSysfs;
+  let fake: DeviceTree;
   let tmp: string;
 
   before(function () {
     tree = buildFakeSysfs();
-    fake = new Sysfs(tree.root);
+    fake = tree.tree;
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mpr-resolve-'));
   });
   after(function () {
@@ -141,12 +85,6 @@ describe('device resolver (src/backends/resolve.ts)', function () {
   });
 
   describe('dev_t', function () {
-    it('decodes the glibc encoding, small and large numbers', function () {
-      expect(decodeDevT(0x811n)).to.deep.equal({ major: 8, minor: 17 });
-      // makedev(259, 0x12345) = (259 & 0xfff) << 8 | (0x12345 & 0xff) | (0x12345 & ~0xff) << 12
-      expect(decodeDevT((259n << 8n) | 0x45n | (0x12300n << 12n))).to.deep.equal({ major: 259, minor: 0x12345 });
-      expect(decodeDevT((0x1000n << 32n) | (1n << 8n))).to.deep.equal({ major: 0x1001, minor: 0 });
-    });
     it('rdevOf computes /dev/null as 1:3 from fstat when the handle carries no rdev', function () {
       const fd = fs.openSync('/dev/null', 'r');
       try {
@@ -156,8 +94,8 @@ describe('device resolver (src/backends/resolve.ts)', function () {
         fs.closeSync(fd);
       }
     });
-    it('rdevOf prefers the rdev the handle carries', function () {
-      expect(rdevOf({ fd: -1, path: '/nonexistent', writable: true, rdev: { major: 8, minor: 0 } })).to.deep.equal({ major: 8, minor: 0 });
+    it('rdevOf prefers the rdev the handle\'s description carries', function () {
+      expect(rdevOf(tree.handle('/nonexistent', 'block', '8:0'))).to.deep.equal({ major: 8, minor: 0 });
     });
     it('deviceKey falls back to the path for files', function () {
       const file = path.join(tmp, 'key-file');
@@ -172,7 +110,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
       fs.writeFileSync(file, Buffer.alloc(4096));
       const fd = fs.openSync(file, 'r+');
       try {
-        expect(classifyDevice(handleFor(fd, file)).class).to.equal('regular-file');
+        expect(describeHandle(handleFor(fd, file)).class).to.equal('regular-file');
       } finally {
         fs.closeSync(fd);
       }
@@ -181,7 +119,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
       it(`${dev} (a character device that is not SCSI) is char-device`, function () {
         const fd = fs.openSync(dev, 'r');
         try {
-          const info = classifyDevice(handleFor(fd, dev));
+          const info = describeHandle(handleFor(fd, dev));
           expect(info.class).to.equal('char-device');
           expect(info.rdev?.major).to.equal(1);
         } finally {
@@ -192,18 +130,18 @@ describe('device resolver (src/backends/resolve.ts)', function () {
     it('a directory is not-a-device', function () {
       const fd = fs.openSync(tmp, 'r');
       try {
-        expect(classifyDevice(handleFor(fd, tmp)).class).to.equal('not-a-device');
+        expect(describeHandle(handleFor(fd, tmp)).class).to.equal('not-a-device');
       } finally {
         fs.closeSync(fd);
       }
     });
     it('a closed fd with a missing path is unknown, not an exception', function () {
-      const info = classifyDevice({ fd: 1_000_000, path: path.join(tmp, 'gone'), writable: true });
+      const info = describeHandle({ fd: 1_000_000, path: path.join(tmp, 'gone'), writable: true });
       expect(info.class).to.equal('unknown');
       expect(info.detail).to.match(/cannot stat/);
     });
     it('a path without an fd is stat()ed', function () {
-      expect(classifyDevice({ fd: -1, path: '/dev/null', writable: false }).class).to.equal('char-device');
+      expect(describeHandle({ fd: -1, path: '/dev/null', writable: false }).class).to.equal('char-device');
     });
   });
 
@@ -226,18 +164,44 @@ describe('device resolver (src/backends/resolve.ts)', function () {
     ];
     for (const [label, kind, major, minor, expected] of cases) {
       it(`${label} ${major}:${minor} → ${expected}`, function () {
-        const info = classifyIdentity({ kind, rdev: { major, minor } }, `/dev/fake-${major}-${minor}`, fake);
+        const info = tree.describe(kind, `${major}:${minor}`, `/dev/fake-${major}-${minor}`);
         expect(info.class, info.detail).to.equal(expected);
         expect(info.rdev).to.deep.equal(expected === 'unknown' || expected === 'char-device' ? info.rdev : { major, minor });
       });
     }
     it('slaves of the map, their dev_t and SCSI state', function () {
       expect(fake.slavesOf({ major: 253, minor: 0 })).to.deep.equal(['sdb', 'sdc']);
-      expect(fake.blockRdev('sdb')).to.deep.equal({ major: 8, minor: 16 });
+      expect(fake.blockDevNumber('sdb')).to.deep.equal({ major: 8, minor: 16 });
       expect(fake.scsiState('sdb')).to.equal('running');
       expect(fake.scsiState('sdc')).to.equal('offline');
       expect(fake.slavesOf({ major: 8, minor: 16 })).to.deep.equal([]);
-      expect(fake.blockRdev('nosuch')).to.equal(undefined);
+      expect(fake.blockDevNumber('nosuch')).to.equal(undefined);
+    });
+    it('describes a multipath map: its name, WWID and paths with dev_t, SCSI state and host', function () {
+      const map = tree.describe('block', '253:0', '/dev/dm-0');
+      expect([map.kind, map.class, map.mapName, map.wwid]).to.deep.equal(['block', 'dm-multipath', 'mpatha', '36001405aaaabbbbccccdddd0000000']);
+      expect(map.paths).to.deep.equal([
+        { name: 'sdb', rdev: { major: 8, minor: 16 }, scsiState: 'running', scsiHost: 2 },
+        { name: 'sdc', rdev: { major: 8, minor: 32 }, scsiState: 'offline', scsiHost: 3 },
+      ]);
+      const disk = tree.describe('block', '8:16', '/dev/sdb');
+      expect([disk.mapName, disk.paths]).to.deep.equal([undefined, []]);
+      expect(tree.describe('block', '253:1').mapName).to.equal(undefined);
+    });
+    it('reads the name, WWID and paths only when asked, and each once', function () {
+      const counting = new CountingTree(tree.root, tree.devRoot);
+      const map = describeIdentity({ kind: 'block', rdev: { major: 253, minor: 0 } }, '/dev/dm-0', counting);
+      const classification = counting.attributes.length;
+      expect(counting.attributes).to.not.include('dev/block/253:0/dm/name');
+      expect([map.mapName, map.mapName, map.wwid, map.paths.length, map.paths.length]).to.deep.equal(['mpatha', 'mpatha', '36001405aaaabbbbccccdddd0000000', 2, 2]);
+      // dm/name once, each path's dev and state once; the WWID came with the dm uuid the classification read.
+      expect(counting.attributes.slice(classification)).to.deep.equal([
+        'dev/block/253:0/dm/name',
+        'class/block/sdb/dev',
+        'class/block/sdb/device/state',
+        'class/block/sdc/dev',
+        'class/block/sdc/device/state',
+      ]);
     });
     it('reads are bounded to 4 KiB and unreadable attributes are undefined', function () {
       tree.file('big/attr', 'x'.repeat(10_000));
@@ -293,7 +257,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
       const backends: Partial<Record<ConcreteBackendName, RecordingBackend>> = {};
       for (const n of names) backends[n] = new RecordingBackend(n);
       const decisions: BackendChoice[] = [];
-      const resolver = new BackendResolver({ backends, forced, sysfs: fake, onDecision: (_d, c) => decisions.push(c) });
+      const resolver = new BackendResolver({ backends, forced, deviceTree: fake, onDecision: (_d, c) => decisions.push(c) });
       return { resolver, backends, decisions };
     }
 
@@ -366,7 +330,7 @@ describe('device resolver (src/backends/resolve.ts)', function () {
       if (!fs.existsSync('/dev/loop0')) this.skip();
       const fd = fs.openSync('/dev/loop0', fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
       try {
-        const info = classifyDevice(handleFor(fd, '/dev/loop0'));
+        const info = describeHandle(handleFor(fd, '/dev/loop0'));
         expect(info.class).to.equal('block-without-pr');
         expect(info.rdev?.major).to.equal(7);
       } finally {

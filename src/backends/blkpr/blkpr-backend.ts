@@ -18,12 +18,13 @@
 // A device with no SG_IO at all (NVMe on 6.1) answers PR IN with INVALID OPERATION CODE.
 
 import * as fs from 'fs';
+import { fstat } from '../../../ffi/libc';
 import { prClear, prPreempt, prRegister, prRelease, prReserve, PR_FL_IGNORE_KEY, type BlockPrOutcome } from '../../../ffi/block-pr';
 import { Opcode, Status } from '../../scsi/constants';
 import { resultFromBlockPrReturn } from '../../scsi/errno-sense';
 import { checkCondition, Sense, statusOnly, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { classifyDevice, decodeDevT, deviceKey, hostSysfs, type Sysfs } from '../resolve';
+import { describeHandle, deviceKey, hostDeviceTree, sameDevNumber, type MapPath, type DeviceTree } from '../../device';
 import type { PrCommand, PrInCommand } from '../../scsi/pr-command';
 import { DeviceQueue } from '../sg/device-queue';
 import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, type PassThroughOutcome } from '../sg/pass-through';
@@ -33,10 +34,8 @@ export interface BlkprBackendOptions {
   /** Timeout for the SG_IO used by PR IN, in ms. PR OUT ioctls use the kernel's own (sd: 30 s). */
   readonly timeoutMs?: number;
   readonly queue?: DeviceQueue;
-  /** Tests only: the root of a fake sysfs tree. */
-  readonly sysfs?: Sysfs;
-  /** Where slave path nodes live; tests only. */
-  readonly devDirectory?: string;
+  /** Where sysfs and the path nodes are; tests pass a fake tree. Default the host's. */
+  readonly deviceTree?: DeviceTree;
   /** Tries per PR OUT when the target answers CHECK CONDITION (default PR_OUT_ATTEMPTS; 1 = no retry). */
   readonly prOutAttempts?: number;
 }
@@ -76,8 +75,7 @@ export class BlkprBackend implements PrBackend {
   readonly name = 'blkpr' as const;
   readonly timeoutMs: number;
   private readonly queue: DeviceQueue;
-  private readonly sysfs: Sysfs;
-  private readonly devDirectory: string;
+  private readonly deviceTree: DeviceTree;
   private readonly prOutAttempts: number;
   private closed = false;
 
@@ -85,8 +83,7 @@ export class BlkprBackend implements PrBackend {
     this.timeoutMs = options.timeoutMs ?? DEFAULT_SG_TIMEOUT_MS;
     if (!Number.isInteger(this.timeoutMs) || this.timeoutMs <= 0) throw new RangeError(`timeoutMs must be a positive integer, got ${this.timeoutMs}`);
     this.queue = options.queue ?? new DeviceQueue();
-    this.sysfs = options.sysfs ?? hostSysfs;
-    this.devDirectory = options.devDirectory ?? '/dev';
+    this.deviceTree = options.deviceTree ?? hostDeviceTree;
     this.prOutAttempts = options.prOutAttempts ?? PR_OUT_ATTEMPTS;
     if (!Number.isInteger(this.prOutAttempts) || this.prOutAttempts < 1) throw new RangeError(`prOutAttempts must be a positive integer, got ${this.prOutAttempts}`);
   }
@@ -122,31 +119,27 @@ export class BlkprBackend implements PrBackend {
   private async prIn(device: DeviceHandle, command: PrInCommand): Promise<ScsiResult> {
     const direct = await passThroughPr(device.fd, command, this.timeoutMs);
     if (direct.errno === undefined) return direct.result;
-    const info = classifyDevice(device, this.sysfs);
-    if ((info.class !== 'dm-multipath' && info.class !== 'dm') || !info.rdev) return direct.result;
-    for (const slave of this.sysfs.slavesOf(info.rdev)) {
-      const state = this.sysfs.scsiState(slave);
-      if (state !== undefined && state !== 'running') continue;
-      const outcome = await this.prInOnSlave(slave, command);
+    const description = describeHandle(device, this.deviceTree);
+    if (description.class !== 'dm-multipath' && description.class !== 'dm') return direct.result;
+    for (const mapPath of description.paths) {
+      if (mapPath.scsiState !== undefined && mapPath.scsiState !== 'running') continue;
+      const outcome = await this.prInOnPath(mapPath, command);
       if (outcome && outcome.errno === undefined) return outcome.result;
     }
     return direct.result;
   }
 
-  /** Opens the slave's node read-only (checking it is the device sysfs names), sends, closes. */
-  private async prInOnSlave(name: string, command: PrInCommand): Promise<PassThroughOutcome | undefined> {
-    const expected = this.sysfs.blockRdev(name);
-    if (!expected) return undefined;
+  /** Opens the path's node read-only (checking it is the device sysfs names), sends, closes. */
+  private async prInOnPath(mapPath: MapPath, command: PrInCommand): Promise<PassThroughOutcome | undefined> {
     let handle: fs.promises.FileHandle;
     try {
-      handle = await fs.promises.open(`${this.devDirectory}/${name}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      handle = await fs.promises.open(this.deviceTree.node(mapPath.name), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     } catch {
       return undefined;
     }
     try {
-      const st = await handle.stat({ bigint: true });
-      const rdev = decodeDevT(st.rdev);
-      if (!st.isBlockDevice() || rdev.major !== expected.major || rdev.minor !== expected.minor) return undefined;
+      const status = fstat(handle.fd);
+      if (!status.isBlock || !sameDevNumber(status.rdev, mapPath.rdev)) return undefined;
       return await passThroughPr(handle.fd, command, this.timeoutMs);
     } finally {
       await handle.close();

@@ -41,14 +41,15 @@ import { PrOutAction, PrType, Status } from '../../scsi/constants';
 import { resultFromSgIo } from '../../scsi/errno-sense';
 import { checkCondition, good, reservationConflict, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
+import { describeHandle, describeIdentity, formatDevNumber, hostDeviceTree, type DevNumber, type DeviceTree } from '../../device';
 import type { PrCommand } from '../../scsi/pr-command';
-import { rdevOf } from '../resolve';
 import { DeviceQueue } from '../sg/device-queue';
 import { DEFAULT_SG_TIMEOUT_MS } from '../sg/pass-through';
-import { mapName, type DevNumber, type TopologyRoots } from './map-topology';
+import { mapOf, type MapDevice } from './map-device';
 import { libraryFlags, planMpathCommand, type MpathPlan } from './mpath-plan';
 import { describeMpathResult, mpathResultToScsi } from './mpath-result';
 import { MpathWorkerClient, type MpathWorkerClientOptions, type WorkerLogger, type WorkerOutcome } from './mpath-worker-client';
+import type { MapTarget } from './mpath-worker-protocol';
 import { isTransportFailure, PathIo, pathsMissingKey, registrationsWithKey, type OpenedPath, type PathTransport } from './path-io';
 import { ReturningPathWatch, type ReturningPathWatchOptions, type WatchedRegistration } from './returning-paths';
 
@@ -66,8 +67,8 @@ export interface MpathBackendOptions {
   readonly libraryVerbosity?: number;
   /** How often paths left unregistered by a registration are checked again. */
   readonly returningPaths?: Pick<ReturningPathWatchOptions, 'intervalMs' | 'maxIntervalMs'>;
-  /** Tests only. */
-  readonly roots?: TopologyRoots;
+  /** Where sysfs and the path nodes are; tests pass a fake tree. Default the host's. */
+  readonly deviceTree?: DeviceTree;
   /** Tests only: a fake in place of SG_IO on the paths, for faults a real LU cannot produce on demand. */
   readonly pathTransport?: PathTransport;
 }
@@ -132,7 +133,7 @@ export class MpathBackend implements PrBackend {
   private readonly multipathd: MultipathdClient | null;
   private readonly sgTimeoutMs: number;
   private readonly verbosity: number;
-  private readonly roots: TopologyRoots;
+  private readonly deviceTree: DeviceTree;
   private readonly queue = new DeviceQueue();
   private closed = false;
   private readonly returningPaths: ReturningPathWatch;
@@ -147,12 +148,12 @@ export class MpathBackend implements PrBackend {
     this.multipathd = options.multipathd ?? null;
     this.sgTimeoutMs = options.sgTimeoutMs ?? DEFAULT_SG_TIMEOUT_MS;
     this.verbosity = options.libraryVerbosity ?? 2;
-    this.roots = options.roots ?? {};
-    this.paths = new PathIo({ timeoutMs: this.sgTimeoutMs, roots: this.roots, transport: options.pathTransport });
+    this.deviceTree = options.deviceTree ?? hostDeviceTree;
+    this.paths = new PathIo({ timeoutMs: this.sgTimeoutMs, deviceTree: this.deviceTree, transport: options.pathTransport });
     this.reservationKeySetting = options.reservationKeySetting ?? readHostReservationKeySetting();
-    this.returningPaths = new ReturningPathWatch((mapId, registration) => this.checkReturningPaths(parseMapId(mapId), registration), {
+    this.returningPaths = new ReturningPathWatch((map, registration) => this.checkReturningPaths(map, registration), {
       ...options.returningPaths,
-      onError: (mapId, err) => this.logger?.warn({ map: mapId, reason: (err as Error).message }, 'mpath: checking returning paths failed; will try again'),
+      onError: (map, err) => this.logger?.warn({ map: formatDevNumber(map), reason: (err as Error).message }, 'mpath: checking returning paths failed; will try again'),
     });
     this.warnAboutReservationKey();
   }
@@ -181,12 +182,13 @@ export class MpathBackend implements PrBackend {
       this.logger?.debug({ device: device.path, reason: plan.reason }, 'mpath: command refused');
       return plan.result;
     }
-    const rdev = device.rdev ?? rdevOf(device);
+    const description = describeHandle(device, this.deviceTree);
+    const rdev = description.rdev;
     if (!rdev || device.fd < 0) {
       this.logger?.warn({ device: device.path }, 'mpath: no open block device to work on');
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     }
-    return this.queue.run(this.mapId(rdev), () => this.run(device, rdev, plan), options?.signal);
+    return this.queue.run(formatDevNumber(rdev), () => this.run(device, mapOf(rdev, description), plan), options?.signal);
   }
 
   async close(): Promise<void> {
@@ -205,7 +207,7 @@ export class MpathBackend implements PrBackend {
 
   private workerFor(rdev: DevNumber): MpathWorkerClient {
     if (this.injectedWorker) return this.injectedWorker;
-    const key = `${rdev.major}:${rdev.minor}`;
+    const key = formatDevNumber(rdev);
     let worker = this.workers.get(key);
     if (!worker) {
       worker = new MpathWorkerClient(this.workerOptions);
@@ -216,15 +218,15 @@ export class MpathBackend implements PrBackend {
 
   // -------------------------------------------------------------------------------------
 
-  private async run(device: DeviceHandle, rdev: DevNumber, plan: Exclude<MpathPlan, { kind: 'refuse' }>): Promise<ScsiResult> {
-    const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
-    const target = { major: rdev.major, minor: rdev.minor, path: device.path };
+  private async run(device: DeviceHandle, mapDevice: MapDevice, plan: Exclude<MpathPlan, { kind: 'refuse' }>): Promise<ScsiResult> {
+    const map = mapDevice.name;
+    const target: MapTarget = { major: mapDevice.rdev.major, minor: mapDevice.rdev.minor, path: device.path };
     if (plan.kind === 'in') {
-      const answered = await this.paths.prInOnAnyPath(rdev, plan.command);
+      const answered = await this.paths.prInOnAnyPath(mapDevice.paths, plan.command);
       if (answered) return answered.result;
       if (!plan.libraryFallback) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
       this.logger?.info({ map }, 'mpath: no path of the map answered PR IN; asking libmpathpersist');
-      const outcome = await this.workerFor(rdev).call({
+      const outcome = await this.workerFor(mapDevice.rdev).call({
         kind: 'in',
         target,
         serviceAction: plan.serviceAction,
@@ -234,13 +236,9 @@ export class MpathBackend implements PrBackend {
       return this.libraryResult(device, map, outcome, `PR IN ${plan.serviceAction}`);
     }
     if (plan.serviceAction === PrOutAction.REGISTER || plan.serviceAction === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY) {
-      return this.register(rdev, map, plan);
+      return this.register(mapDevice, plan);
     }
-    return this.runLibraryOut(device, rdev, map, target, plan);
-  }
-
-  private mapId(rdev: DevNumber): string {
-    return `mpath:${rdev.major}:${rdev.minor}`;
+    return this.runLibraryOut(device, mapDevice, target, plan);
   }
 
   /**
@@ -252,8 +250,8 @@ export class MpathBackend implements PrBackend {
    * refuses what another accepted rolls the ones that took it back, so the LU ends with the
    * new key everywhere or nowhere, and the reply says which.
    */
-  private async register(rdev: DevNumber, map: string, plan: OutPlan): Promise<ScsiResult> {
-    const mapId = this.mapId(rdev);
+  private async register(mapDevice: MapDevice, plan: OutPlan): Promise<ScsiResult> {
+    const map = mapDevice.name;
     const newKey = plan.serviceActionKey;
     const flags = { aptpl: plan.aptpl, allTgPt: plan.allTgPt };
     const fixed = this.reservationKeySetting.source === 'key' ? this.reservationKeySetting.key : undefined;
@@ -264,10 +262,10 @@ export class MpathBackend implements PrBackend {
       this.logger?.warn({ map, key: hex(newKey), configured: hex(fixed) }, 'mpath: REGISTER refused: multipath.conf fixes reservation_key to another key');
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     }
-    this.returningPaths.cancel(mapId);
+    this.returningPaths.cancel(mapDevice.rdev);
     const restoreMultipathd = await this.pointMultipathdAt(map, newKey === 0n ? null : { key: newKey, aptpl: plan.aptpl });
 
-    return this.paths.withOpenPaths(rdev, async (paths) => {
+    return this.paths.withOpenPaths(mapDevice.paths, async (paths) => {
       const fanOut = await this.fanOutRegistration(perScsiHostIf(plan.allTgPt, paths), newKey, plan, flags);
       if (fanOut.kind !== 'registered') {
         await restoreMultipathd();
@@ -294,7 +292,7 @@ export class MpathBackend implements PrBackend {
       this.lastReport.set(map, { map, registeredPaths: fanOut.registered, repairedPaths: repair.repaired, unreachablePaths: unreachable });
       if (newKey !== 0n && unreachable.length > 0 && !plan.allTgPt) {
         this.logger?.warn({ map, key: hex(newKey), unreachable }, 'mpath: registered on every answering path; the others get the key when they answer again');
-        this.returningPaths.watch(mapId, { key: newKey, aptpl: plan.aptpl });
+        this.returningPaths.watch(mapDevice.rdev, { key: newKey, aptpl: plan.aptpl });
       }
       return good();
     });
@@ -350,9 +348,11 @@ export class MpathBackend implements PrBackend {
 
   /** The returning-path watch's check: register the key on paths that answer again, while the key is still registered. */
   private checkReturningPaths(rdev: DevNumber, registration: WatchedRegistration): Promise<'done' | 'waiting'> {
-    return this.queue.run(this.mapId(rdev), async () => {
-      const map = mapName(rdev, this.roots) ?? `${rdev.major}:${rdev.minor}`;
-      return this.paths.withOpenPaths(rdev, async (paths) => {
+    return this.queue.run(formatDevNumber(rdev), async () => {
+      // Outside any command, so the map is described afresh: paths come and go between checks.
+      const mapDevice = mapOf(rdev, describeIdentity({ kind: 'block', rdev }, formatDevNumber(rdev), this.deviceTree));
+      const map = mapDevice.name;
+      return this.paths.withOpenPaths(mapDevice.paths, async (paths) => {
         const { answering, unreachable } = await this.paths.registrationsOnPaths(paths);
         if (answering.length === 0) return unreachable.length === 0 ? 'done' : 'waiting';
         if (registrationsWithKey(answering, registration.key) === 0) {
@@ -370,17 +370,12 @@ export class MpathBackend implements PrBackend {
     });
   }
 
-  private async runLibraryOut(
-    device: DeviceHandle,
-    rdev: DevNumber,
-    map: string,
-    target: { major: number; minor: number; path: string },
-    plan: OutPlan,
-  ): Promise<ScsiResult> {
+  private async runLibraryOut(device: DeviceHandle, mapDevice: MapDevice, target: MapTarget, plan: OutPlan): Promise<ScsiResult> {
+    const map = mapDevice.name;
     const sa = plan.serviceAction;
     let before: { key: bigint; type: number } | undefined;
     if (sa === PrOutAction.RELEASE || sa === PrOutAction.PREEMPT || sa === PrOutAction.PREEMPT_AND_ABORT) {
-      const reservation = await this.paths.readReservationOnAnyPath(rdev);
+      const reservation = await this.paths.readReservationOnAnyPath(mapDevice.paths);
       if (!reservation.ok) return reservation.result;
       before = reservation.holder;
     }
@@ -390,7 +385,7 @@ export class MpathBackend implements PrBackend {
       if (!holdsIt) {
         // SPC-4 RELEASE: no reservation, or one held by another nexus → nothing to release;
         // only an unregistered I_T nexus gets RESERVATION CONFLICT.
-        const keys = await this.paths.readKeysOnAnyPath(rdev);
+        const keys = await this.paths.readKeysOnAnyPath(mapDevice.paths);
         if (!keys.ok) return keys.result;
         const registered = keys.keys.includes(plan.reservationKey);
         this.lastReport.set(map, { map, repairedPaths: [], unreachablePaths: [], releaseShortCircuited: true });
@@ -409,7 +404,7 @@ export class MpathBackend implements PrBackend {
       }
     }
 
-    const outcome = await this.workerFor(rdev).call({
+    const outcome = await this.workerFor(mapDevice.rdev).call({
       kind: 'out',
       target,
       serviceAction: sa,
@@ -422,13 +417,13 @@ export class MpathBackend implements PrBackend {
     if (result.status !== Status.GOOD) return result;
 
     let repair: PathRepair = { ok: true, repaired: [], unreachable: [] };
-    if (sa === PrOutAction.CLEAR) this.returningPaths.cancel(this.mapId(rdev));
+    if (sa === PrOutAction.CLEAR) this.returningPaths.cancel(mapDevice.rdev);
     if ((sa === PrOutAction.PREEMPT || sa === PrOutAction.PREEMPT_AND_ABORT) && plan.reservationKey !== 0n) {
       const selfPreempt = plan.serviceActionKey === plan.reservationKey;
       const allRegistrants = before !== undefined && ALL_REGISTRANTS_TYPES.includes(before.type);
       if (selfPreempt || allRegistrants) {
         // The library sent it on one path, which removed the registrations of every other path.
-        repair = await this.paths.withOpenPaths(rdev, (paths) => this.reRegisterEveryPath(paths, plan.reservationKey, { aptpl: plan.aptpl, allTgPt: plan.allTgPt }));
+        repair = await this.paths.withOpenPaths(mapDevice.paths, (paths) => this.reRegisterEveryPath(paths, plan.reservationKey, { aptpl: plan.aptpl, allTgPt: plan.allTgPt }));
         if (repair.ok) {
           await this.pointMultipathdAt(map, { key: plan.reservationKey, aptpl: plan.aptpl });
           await this.setMultipathdPrStatus(map, true);
@@ -572,11 +567,6 @@ export class MpathBackend implements PrBackend {
 }
 
 type OutPlan = Extract<MpathPlan, { kind: 'out' }>;
-
-function parseMapId(mapId: string): DevNumber {
-  const [, major, minor] = mapId.split(':');
-  return { major: Number(major), minor: Number(minor) };
-}
 
 type PathRepair = { ok: true; repaired: string[]; unreachable: string[] } | { ok: false; result: ScsiResult; repaired: string[]; unreachable: string[] };
 

@@ -4,11 +4,10 @@
 // unchanged. Types only.
 
 import type { ProutParams } from '../../../ffi/libmpathpersist';
+import type { DevNumber } from '../../device';
 
 /** Which map a command is for: its dev_t, and optionally a path the worker may use after checking its st_rdev. */
-export interface MapTarget {
-  readonly major: number;
-  readonly minor: number;
+export interface MapTarget extends DevNumber {
   readonly path?: string;
 }
 

@@ -11,7 +11,7 @@
 
 import * as fs from 'fs';
 import { loadLibmpathpersist, type MpathPersistLib } from '../../../ffi/libmpathpersist';
-import { findMapNode } from './map-topology';
+import { findMapNode } from '../../device/nodes';
 import type { WorkerMessage, WorkerRequest } from './mpath-worker-protocol';
 
 function send(message: WorkerMessage): void {

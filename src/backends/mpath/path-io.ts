@@ -9,14 +9,14 @@ import { prInCommand, prOutCommand } from '../pr-commands';
 import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation, type InDataDecodeResult, type ReadKeysData } from '../../scsi/pr-in-data';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import { passThroughPr } from '../sg/pass-through';
-import { mapPaths, pathNode, relativeTargetPortOfPath, type DevNumber, type PathDevice, type TopologyRoots } from './map-topology';
+import { hostDeviceTree, pathNode, type MapPath, type DeviceTree } from '../../device';
 
 const READ_ALL = 8192;
 
 export type KeysRead = { ok: true; keys: bigint[] } | { ok: false; result: ScsiResult };
 
 /** One path of the map, opened for SG_IO, or the reason it could not be. */
-export type OpenedPath = { readonly path: PathDevice; readonly fd: number } | { readonly path: PathDevice; readonly fd?: undefined; readonly openError: string };
+export type OpenedPath = { readonly path: MapPath; readonly fd: number } | { readonly path: MapPath; readonly fd?: undefined; readonly openError: string };
 
 function readAll(action: number): PrInCommand {
   return prInCommand(action, READ_ALL);
@@ -65,7 +65,7 @@ export function isTransportFailure(result: ScsiResult): boolean {
 /** How a command reaches one path: SG_IO on the path's node, or a fake in tests. */
 export interface PathTransport {
   /** Opens the path's node; throws when it cannot (a path that is offline or gone). */
-  open(path: PathDevice, roots: TopologyRoots): number;
+  open(path: MapPath, deviceTree: DeviceTree): number;
   close(fd: number): void;
   send(fd: number, command: PrCommand, timeoutMs: number): Promise<ScsiResult>;
 }
@@ -73,25 +73,26 @@ export interface PathTransport {
 export const sgIoPathTransport: PathTransport = {
   // Root (CAP_SYS_RAWIO) may send PR IN/OUT over SG_IO on a read-only fd; O_NONBLOCK keeps
   // the open from waiting on a path that is going away.
-  open: (path, roots) => fs.openSync(pathNode(path, roots), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK),
+  open: (path, deviceTree) => fs.openSync(pathNode(path, deviceTree), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK),
   close: (fd) => fs.closeSync(fd),
   send: async (fd, command, timeoutMs) => (await passThroughPr(fd, command, timeoutMs)).result,
 };
 
 export interface PathIoOptions {
   readonly timeoutMs: number;
-  readonly roots?: TopologyRoots;
+  /** Where the path nodes and their VPD pages are; default the host's. */
+  readonly deviceTree?: DeviceTree;
   readonly transport?: PathTransport;
 }
 
 export class PathIo {
   private readonly timeoutMs: number;
-  private readonly roots: TopologyRoots;
+  private readonly deviceTree: DeviceTree;
   private readonly transport: PathTransport;
 
   constructor(options: PathIoOptions) {
     this.timeoutMs = options.timeoutMs;
-    this.roots = options.roots ?? {};
+    this.deviceTree = options.deviceTree ?? hostDeviceTree;
     this.transport = options.transport ?? sgIoPathTransport;
   }
 
@@ -106,13 +107,13 @@ export class PathIo {
   }
 
   /** READ KEYS on the first path of the map that answers (see prInOnAnyPath). */
-  async readKeysOnAnyPath(rdev: DevNumber): Promise<KeysRead> {
-    return keysOf(decodedIn((await this.prInOnAnyPath(rdev, readAll(PrInAction.READ_KEYS)))?.result, decodeReadKeys));
+  async readKeysOnAnyPath(mapPaths: readonly MapPath[]): Promise<KeysRead> {
+    return keysOf(decodedIn((await this.prInOnAnyPath(mapPaths, readAll(PrInAction.READ_KEYS)))?.result, decodeReadKeys));
   }
 
   /** READ RESERVATION on the first path of the map that answers: the holder's key and type, if any. */
-  async readReservationOnAnyPath(rdev: DevNumber): Promise<{ ok: true; holder?: { key: bigint; type: number } } | { ok: false; result: ScsiResult }> {
-    const read = decodedIn((await this.prInOnAnyPath(rdev, readAll(PrInAction.READ_RESERVATION)))?.result, decodeReadReservation);
+  async readReservationOnAnyPath(mapPaths: readonly MapPath[]): Promise<{ ok: true; holder?: { key: bigint; type: number } } | { ok: false; result: ScsiResult }> {
+    const read = decodedIn((await this.prInOnAnyPath(mapPaths, readAll(PrInAction.READ_RESERVATION)))?.result, decodeReadReservation);
     if (!read.ok) return read;
     const r = read.value.reservation;
     return { ok: true, holder: r ? { key: r.key, type: r.type } : undefined };
@@ -124,10 +125,10 @@ export class PathIo {
   }
 
   /** Opens every path of the map and runs `task` with them, closing them after. */
-  async withOpenPaths<T>(rdev: DevNumber, task: (paths: readonly OpenedPath[]) => Promise<T>): Promise<T> {
-    const opened: OpenedPath[] = mapPaths(rdev, this.roots).map((path) => {
+  async withOpenPaths<T>(mapPaths: readonly MapPath[], task: (paths: readonly OpenedPath[]) => Promise<T>): Promise<T> {
+    const opened: OpenedPath[] = mapPaths.map((path) => {
       try {
-        return { path, fd: this.transport.open(path, this.roots) };
+        return { path, fd: this.transport.open(path, this.deviceTree) };
       } catch (err) {
         return { path, openError: (err as Error).message };
       }
@@ -146,8 +147,8 @@ export class PathIo {
    * threadpool thread, while a command on a path has a SCSI timeout. Paths the SCSI layer
    * calls running go first. Undefined when no path answers.
    */
-  async prInOnAnyPath(rdev: DevNumber, command: PrInCommand): Promise<{ path: string; result: ScsiResult } | undefined> {
-    return this.withOpenPaths(rdev, async (paths) => {
+  async prInOnAnyPath(mapPaths: readonly MapPath[], command: PrInCommand): Promise<{ path: string; result: ScsiResult } | undefined> {
+    return this.withOpenPaths(mapPaths, async (paths) => {
       const ordered = [...paths.filter((p) => p.path.scsiState === 'running'), ...paths.filter((p) => p.path.scsiState !== 'running')];
       for (const p of ordered) {
         if (p.fd === undefined) continue;
@@ -183,7 +184,7 @@ export class PathIo {
     const unreachable: string[] = [];
     let firstFailure: ScsiResult | undefined;
     for (const { p, read } of reads) {
-      if (read?.ok) answering.push({ path: p.path, relativeTargetPort: relativeTargetPortOfPath(p.path, this.roots), registrations: read.registrations });
+      if (read?.ok) answering.push({ path: p.path, relativeTargetPort: this.deviceTree.relativeTargetPort(p.path.name), registrations: read.registrations });
       else {
         unreachable.push(p.path.name);
         if (read && !read.ok) firstFailure ??= read.result;
@@ -201,7 +202,7 @@ export interface SeenRegistration {
 }
 
 export interface AnsweringPath {
-  readonly path: PathDevice;
+  readonly path: MapPath;
   /** The target port this path goes through (VPD page 83h), if the device reports it. */
   readonly relativeTargetPort?: number;
   readonly registrations: readonly SeenRegistration[];

@@ -11,21 +11,25 @@
 // path answers or once the key is registered nowhere (another node preempted it, or it was
 // unregistered), so a fenced host is never registered again.
 
+import { formatDevNumber, type DevNumber } from '../../device';
+
 export interface WatchedRegistration {
   readonly key: bigint;
   readonly aptpl: boolean;
 }
 
-export type ReturningPathCheck = (mapId: string, registration: WatchedRegistration) => Promise<'done' | 'waiting'>;
+/** A map is named by its dev_t. */
+export type ReturningPathCheck = (map: DevNumber, registration: WatchedRegistration) => Promise<'done' | 'waiting'>;
 
 export interface ReturningPathWatchOptions {
   /** First recheck after this long; doubles up to maxIntervalMs. */
   readonly intervalMs?: number;
   readonly maxIntervalMs?: number;
-  readonly onError?: (mapId: string, err: unknown) => void;
+  readonly onError?: (map: DevNumber, err: unknown) => void;
 }
 
 interface Watch {
+  readonly map: DevNumber;
   readonly registration: WatchedRegistration;
   timer?: NodeJS.Timeout;
   intervalMs: number;
@@ -46,28 +50,33 @@ export class ReturningPathWatch {
   }
 
   /** Starts (or restarts, with a new key) watching the map's unreachable paths. */
-  watch(mapId: string, registration: WatchedRegistration): void {
+  watch(map: DevNumber, registration: WatchedRegistration): void {
     if (this.closed) return;
-    this.cancel(mapId);
-    const entry: Watch = { registration, intervalMs: this.intervalMs };
+    this.cancel(map);
+    const mapId = formatDevNumber(map);
+    const entry: Watch = { map, registration, intervalMs: this.intervalMs };
     this.watches.set(mapId, entry);
     this.schedule(mapId, entry);
   }
 
   /** Stops watching: a later command changed the map's registration. */
-  cancel(mapId: string): void {
-    const entry = this.watches.get(mapId);
-    if (entry?.timer) clearTimeout(entry.timer);
-    this.watches.delete(mapId);
+  cancel(map: DevNumber): void {
+    this.stop(formatDevNumber(map));
   }
 
-  watching(mapId: string): WatchedRegistration | undefined {
-    return this.watches.get(mapId)?.registration;
+  watching(map: DevNumber): WatchedRegistration | undefined {
+    return this.watches.get(formatDevNumber(map))?.registration;
   }
 
   close(): void {
     this.closed = true;
-    for (const mapId of [...this.watches.keys()]) this.cancel(mapId);
+    for (const mapId of [...this.watches.keys()]) this.stop(mapId);
+  }
+
+  private stop(mapId: string): void {
+    const entry = this.watches.get(mapId);
+    if (entry?.timer) clearTimeout(entry.timer);
+    this.watches.delete(mapId);
   }
 
   private schedule(mapId: string, entry: Watch): void {
@@ -80,9 +89,9 @@ export class ReturningPathWatch {
     entry.timer = undefined;
     let outcome: 'done' | 'waiting' = 'waiting';
     try {
-      outcome = await this.check(mapId, entry.registration);
+      outcome = await this.check(entry.map, entry.registration);
     } catch (err) {
-      this.options.onError?.(mapId, err);
+      this.options.onError?.(entry.map, err);
     }
     // The map may have been cancelled or re-watched while the check ran.
     if (this.watches.get(mapId) !== entry) return;

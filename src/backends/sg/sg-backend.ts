@@ -5,7 +5,7 @@
 
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { deviceKey } from '../resolve';
+import { deviceKey } from '../../device';
 import type { PrCommand } from '../../scsi/pr-command';
 import { DeviceQueue } from './device-queue';
 import { DEFAULT_SG_TIMEOUT_MS, passThroughPr } from './pass-through';
