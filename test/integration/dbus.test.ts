@@ -31,7 +31,8 @@ import {
   MANAGER_PATH,
   unescapePathElement,
 } from '../../src/dbus/names';
-import { resolveBusAddress, startDbusService, type DbusService } from '../../src/dbus/service';
+import { resolveBusAddress } from '../../src/dbus/bus';
+import { startDbusService, type DbusService } from '../../src/dbus/service';
 import { unitObjectPath } from '../../src/dbus/systemd-unit-watcher';
 import { Commands } from '../../src/multipathd/commands';
 import { MultipathdError } from '../../src/multipathd/replies';
@@ -662,8 +663,8 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
     const backendsBefore = (await getProperty(client, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, 'Backends')) as [string, boolean, string][];
     expect(backendsBefore.find(([name]) => name === 'multipathd')).to.deep.equal(['multipathd', true, 'multipath-tools v0.9.4 (12/19, 2022), pid 4242, running']);
 
-    dbus.maps.record('mpatha', 0xabcn, false);
-    dbus.maps.record('mpathb', 0x1234n, true);
+    dbus.resync.maps.record('mpatha', 0xabcn, false);
+    dbus.resync.maps.record('mpathb', 0x1234n, true);
 
     const from = signals.count;
     multipathd.reachable = false;
@@ -692,8 +693,8 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
       'setprkey map mpathb key 0x1234:aptpl',
       'setprstatus map mpathb',
     ]);
-    await eventually(() => dbus.lastResync.length === 2, 'the resync report');
-    expect(dbus.lastResync.map((r) => [r.map, r.prkey, r.prstatus])).to.deep.equal([
+    await eventually(() => dbus.resync.last.length === 2, 'the resync report');
+    expect(dbus.resync.last.map((r) => [r.map, r.prkey, r.prstatus])).to.deep.equal([
       ['mpatha', 'ok', 'ok'],
       ['mpathb', 'ok', 'ok'],
     ]);
@@ -713,7 +714,7 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
       // the service has already handled the impostor's signal.
       await call(impostorBus, BUS_NAME, MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'Get', 'ss', [MANAGER_INTERFACE, 'Version']);
       expect(dbus.watcher!.state).to.deep.include({ known: true, unit: { loadState: 'loaded', activeState: 'active', subState: 'running', statusText: 'up' } });
-      expect(dbus.degraded).to.equal(false);
+      expect(dbus.health.degraded).to.equal(false);
     } finally {
       impostorBus.disconnect();
     }
@@ -722,8 +723,8 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
   it('without systemd on the bus it is not degraded, and picks systemd up when it arrives', async () => {
     const dbus = await startService();
     expect(dbus.watcher!.state).to.deep.equal({ known: false, reason: 'org.freedesktop.systemd1 is not on this bus' });
-    expect(dbus.degraded).to.equal(false);
-    dbus.maps.record('mpathc', 0x5n, false);
+    expect(dbus.health.degraded).to.equal(false);
+    dbus.resync.maps.record('mpathc', 0x5n, false);
     const from = signals.count;
     await startFakeSystemd({ activeState: 'failed', subState: 'failed', statusText: '' });
     const degraded = await signals.next(isPropertiesChanged(MANAGER_PATH, MANAGER_INTERFACE, 'Degraded'), 'Degraded PropertiesChanged', 10_000, from);
