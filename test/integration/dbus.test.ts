@@ -32,7 +32,7 @@ import {
   unescapePathElement,
 } from '../../src/dbus/names';
 import { resolveBusAddress } from '../../src/dbus/bus';
-import { startDbusService, type DbusService } from '../../src/dbus/service';
+import type { DbusService } from '../../src/dbus/service';
 import { unitObjectPath } from '../../src/dbus/systemd-unit-watcher';
 import { Commands } from '../../src/multipathd/commands';
 import { MultipathdError } from '../../src/multipathd/replies';
@@ -40,7 +40,20 @@ import { initialState } from '../../src/engine/state';
 import { PrType } from '../../src/scsi/constants';
 import { VERSION } from '../../src/daemon/daemon';
 import { CLI, connectClient, executorFor, eventually, tempDir } from './serve-process';
-import { call, connectClientBus, getProperty, SignalRecorder, startPrivateBus, startServeWith, type DbusServeProcess, type PrivateBus } from './dbus-bus';
+import {
+  call,
+  connectClientBus,
+  getProperty,
+  leaveObservedBus,
+  SignalRecorder,
+  startObservedBus,
+  startPrivateBus,
+  startServeWith,
+  startServiceInProcess,
+  type DbusServeProcess,
+  type ObservedBus,
+  type PrivateBus,
+} from './dbus-bus';
 import { FakeSystemd } from './dbus-fake-systemd';
 
 const run = promisify(execFile);
@@ -603,28 +616,27 @@ class LogLines extends Writable {
 
 describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', function () {
   this.timeout(60_000);
+  let observedBus: ObservedBus;
   let bus: PrivateBus;
+  let client: MessageBus;
+  let signals: SignalRecorder;
   let dir: string;
   let backends: ReturnType<typeof createBackends>;
   let service: DbusService | undefined;
   let systemdBus: MessageBus | undefined;
-  let client: MessageBus;
-  let signals: SignalRecorder;
   let logs: LogLines;
   let multipathd: MultipathdTestDouble;
 
   beforeEach(async () => {
-    bus = await startPrivateBus();
+    observedBus = await startObservedBus();
+    ({ bus, client, signals } = observedBus);
     dir = tempDir('mpath-pr-dbus-watch-');
     backends = createBackends({ backend: 'auto', statePath: path.join(dir, 'san.db'), initiator: 'watch-host', paths: 2 });
     logs = new LogLines();
     multipathd = new MultipathdTestDouble();
-    client = await connectClientBus(bus.address);
-    signals = await SignalRecorder.start(client, BUS_NAME);
   });
   afterEach(async () => {
-    signals.stop();
-    client.disconnect();
+    leaveObservedBus(observedBus);
     await service?.close();
     service = undefined;
     systemdBus?.disconnect();
@@ -635,11 +647,8 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
   });
 
   async function startService(): Promise<DbusService> {
-    service = await startDbusService({
+    service = await startServiceInProcess(bus.address, {
       logger: pino({ level: 'info' }, logs),
-      version: 'test',
-      busAddress: bus.address,
-      server: { stats: { connectionsAccepted: 0, connectionsActive: 0, connectionsRefused: 0, commands: 0, prIn: 0, prOut: 0, executeErrors: 0, protocolViolations: 0, connectionErrors: 0 } },
       resolver: backends.resolver,
       emulated: backends.emulated,
       observers: new CommandObservers(),
@@ -737,49 +746,44 @@ describe('D-Bus: a device served by a non-emulated backend (the PR IN view)', fu
   this.timeout(60_000);
   // No SCSI device exists here: the resolver is forced to put an emulated LU behind the
   // 'sg' slot, so the service treats it like any real device (PR IN on a reopened fd).
-  let bus: PrivateBus;
+  let observedBus: ObservedBus;
+  let client: MessageBus;
+  let signals: SignalRecorder;
   let dir: string;
   let san: EmulatedBackend;
   let otherHost: EmulatedBackend;
   let unrelated: EmulatedBackend;
   let resolver: BackendResolver;
   let service: DbusService;
-  let client: MessageBus;
-  let signals: SignalRecorder;
   /** What the daemon's server calls: the resolver, wrapped by the command observers. */
   let observed: PrHelperExecute;
 
   before(async () => {
-    bus = await startPrivateBus();
+    observedBus = await startObservedBus();
+    ({ client, signals } = observedBus);
     dir = tempDir('mpath-pr-dbus-real-');
     san = new EmulatedBackend({ statePath: path.join(dir, 'san.db'), initiator: 'real-a', paths: 2 });
     otherHost = new EmulatedBackend({ statePath: path.join(dir, 'san.db'), initiator: 'real-b', paths: 1 });
     unrelated = new EmulatedBackend({ statePath: ':memory:', initiator: 'nobody-here' });
     resolver = new BackendResolver({ backends: { sg: san }, forced: 'sg' });
     const observers = new CommandObservers();
-    service = await startDbusService({
+    service = await startServiceInProcess(observedBus.bus.address, {
       logger: pino({ level: 'silent' }),
-      version: 'test',
-      busAddress: bus.address,
-      server: { stats: { connectionsAccepted: 0, connectionsActive: 0, connectionsRefused: 0, commands: 0, prIn: 0, prOut: 0, executeErrors: 0, protocolViolations: 0, connectionErrors: 0 } },
       resolver,
       emulated: unrelated,
       observers,
       multipathd: null,
       watchMultipathd: false,
     });
-    client = await connectClientBus(bus.address);
-    signals = await SignalRecorder.start(client, BUS_NAME);
     observed = observeExecute(({ handle, cdb, dataOut }) => resolver.execute(handle, cdb, dataOut), observers);
   });
   after(async () => {
-    signals.stop();
-    client.disconnect();
+    leaveObservedBus(observedBus);
     await service.close();
     await resolver.close();
     await otherHost.close();
     await unrelated.close();
-    await bus.stop();
+    await observedBus.bus.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
