@@ -22,10 +22,6 @@ import type { ScsiResult } from '../scsi/sense';
 import type { BackendName, DeviceHandle, ExecuteOptions, PrBackend } from './backend';
 import type { PrCommand } from '../scsi/pr-command';
 
-/** @deprecated For src/dbus until it asks src/device; these are hostDeviceTree and DeviceTree there. */
-export { hostDeviceTree as hostSysfs, DeviceTree as Sysfs } from '../device';
-/** @deprecated For src/dbus until it asks src/device; the type is DevNumber (src/device). */
-export type { DevNumber as Rdev } from '../device';
 
 export type ConcreteBackendName = Exclude<BackendName, 'auto'>;
 
@@ -72,13 +68,16 @@ export interface BackendResolverOptions {
   readonly deviceTree?: DeviceTree;
   /** Told about every decision (for logging and the D-Bus device list). */
   readonly onDecision?: (device: DeviceHandle, choice: BackendChoice) => void;
+  /** Why a backend is missing from `backends` (libmpathpersist did not load: the reason), for status views. */
+  readonly unavailable?: Partial<Record<ConcreteBackendName, string>>;
 }
 
 /** A PrBackend that hands each command to the backend that fits the device. */
 export class BackendResolver implements PrBackend {
   readonly name = 'auto' as const;
   private readonly backends: Partial<Record<ConcreteBackendName, PrBackend>>;
-  private readonly available: ReadonlySet<ConcreteBackendName>;
+  /** The backends commands can be handed to. */
+  readonly available: ReadonlySet<ConcreteBackendName>;
   private readonly deviceTree: DeviceTree;
 
   constructor(private readonly options: BackendResolverOptions) {
@@ -88,6 +87,11 @@ export class BackendResolver implements PrBackend {
       throw new Error(`--backend ${options.forced} was requested but that backend is not available (have: ${[...this.available].join(', ') || 'none'})`);
     }
     this.deviceTree = options.deviceTree ?? hostDeviceTree;
+  }
+
+  /** Why a backend is not available, as its creator said; undefined when it is, or nobody said. */
+  unavailableReason(name: ConcreteBackendName): string | undefined {
+    return this.available.has(name) ? undefined : this.options.unavailable?.[name];
   }
 
   /** The decision for a device, without running anything. Never throws. */

@@ -59,6 +59,7 @@ export function createBackends(config: Pick<DaemonConfig, 'backend' | 'statePath
   const resolver = new BackendResolver({
     backends,
     forced: config.backend === 'auto' ? undefined : config.backend,
+    unavailable: mpath.ok ? undefined : { mpath: mpath.reason },
     onDecision: (device, choice) => {
       if (!choice.ok) logger?.warn({ device: device.path, reason: choice.reason }, 'device refused: no backend fits');
       else logger?.debug({ device: device.path, backend: choice.backend }, 'device resolved');

@@ -5,7 +5,10 @@
 
 import type { Logger } from 'pino';
 import type { MultipathdClient } from '../multipathd/client';
+import { PrOutAction } from '../scsi/constants';
+import type { DecodedPrOut } from './command-observer';
 import { formatKey } from './names';
+import { isUnitUp, type UnitChange } from './systemd-unit-watcher';
 
 /** What the resync and the health probe need from a multipathd client (the real one, or a test double). */
 export type MultipathdPrApi = Pick<MultipathdClient, 'showDaemon' | 'version' | 'setPrKey' | 'setPrStatus'>;
@@ -28,6 +31,20 @@ export class ManagedMaps {
 
   forget(map: string): void {
     this.keys.delete(map);
+  }
+
+  /** Follows a PR OUT that ended GOOD on the map: REGISTER records the key (0 unregisters), CLEAR forgets it. */
+  recordPrOut(map: string, command: DecodedPrOut): void {
+    switch (command.action) {
+      case PrOutAction.REGISTER:
+      case PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY:
+        this.record(map, command.serviceActionKey, command.aptpl);
+        break;
+      case PrOutAction.CLEAR:
+        this.forget(map);
+        break;
+      default:
+    }
   }
 
   list(): ManagedKey[] {
@@ -64,4 +81,55 @@ export async function resyncManagedMaps(client: MultipathdPrApi, maps: readonly 
     outcomes.push(outcome);
   }
   return outcomes;
+}
+
+/**
+ * Resync when the unit becomes active. multipathd may report READY before its socket
+ * answers; its later STATUS=up is the second chance for maps that failed the first time.
+ */
+export function resyncDue({ previous, current }: UnitChange, lastResyncFailed: boolean): boolean {
+  const cameUp = !isUnitUp(previous) && isUnitUp(current);
+  const reportedUp = isUnitUp(current) && previous.known && current.known && previous.unit.statusText !== 'up' && current.unit.statusText === 'up';
+  return cameUp || (reportedUp && lastResyncFailed);
+}
+
+/** The resync as a serialised job: one at a time, each followed by `afterResync` with the maps it covered. */
+export class MapKeyResync {
+  readonly maps = new ManagedMaps();
+  private outcomes: ResyncOutcome[] = [];
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    /** null: never talk to multipathd (every resync is empty). */
+    private readonly client: MultipathdPrApi | null,
+    private readonly logger: Logger,
+    private readonly isStopped: () => boolean,
+    /** What to re-read once multipathd has the keys again (its health, the maps' devices). */
+    private readonly afterResync: (maps: ReadonlySet<string>) => Promise<void>,
+  ) {}
+
+  /** The outcome of the last resync: a failed one is retried when multipathd later reports STATUS=up. */
+  get last(): readonly ResyncOutcome[] {
+    return this.outcomes;
+  }
+
+  get lastFailed(): boolean {
+    return this.outcomes.some((r) => r.prkey !== 'ok' || r.prstatus !== 'ok');
+  }
+
+  /** Puts every key we registered on a map back into multipathd. Serialised; never throws. */
+  run(): Promise<readonly ResyncOutcome[]> {
+    const client = this.client;
+    const run = this.chain.then(async () => {
+      if (!client || this.isStopped()) return [];
+      const maps = this.maps.list();
+      this.logger.info({ maps: maps.map((m) => m.map) }, `multipathd is up: resyncing ${maps.length} map(s)`);
+      this.outcomes = await resyncManagedMaps(client, maps, this.logger);
+      // multipathd may have re-registered paths while it came back: show what the maps hold now.
+      await this.afterResync(new Set(maps.map((m) => m.map)));
+      return this.outcomes;
+    });
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
 }

@@ -17,18 +17,13 @@ export interface DeviceHandle {
   readonly fd: number;
   /** The realpath of what the fd refers to (from /proc/self/fd/N), or the path given. */
   readonly path: string;
-  /** True when the fd was opened for writing; PR OUT on a read-only fd is refused. */
+  /** True when the fd was opened for writing; admission refuses PR OUT on a read-only fd. */
   readonly writable: boolean;
   /**
    * What the device is, when whoever built the handle described it (describeDeviceFd does).
    * Absent on a handle built by hand: describeHandle() describes the fd or path then.
    */
   readonly description?: DeviceDescription;
-  /**
-   * @deprecated The same as description.rdev; set by describeDeviceFd for src/dbus until
-   * it reads the description. Read description.rdev (or rdevOf) instead.
-   */
-  readonly rdev?: DevNumber;
 }
 
 /** The handle for an fd a client sent: its path, its access mode (F_GETFL) and its description. Throws if the fd cannot be fstat'ed. */
@@ -42,7 +37,7 @@ export function describeDeviceFd(fd: number, tree: DeviceTree = hostDeviceTree):
     path = `fd:${fd}`;
   }
   const description = describeIdentity(identity, path, tree);
-  return { fd, path, writable: access !== 'read-only', description, rdev: description.rdev };
+  return { fd, path, writable: access !== 'read-only', description };
 }
 
 /** The handle's description, or, for a handle built without one, a description of its fd (or path). Never throws. */

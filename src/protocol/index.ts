@@ -2,7 +2,7 @@
 export * from './messages';
 export * from './parser';
 export * from './serializer';
-export { PrHelperServer, describeDeviceFd, removeStaleSocket, DEFAULT_SOCKET_MODE } from './server';
+export { PrHelperServer, removeStaleSocket, DEFAULT_SOCKET_MODE } from './server';
 export type { PrHelperExecute, PrHelperExecuteRequest, PrHelperServerOptions, PrHelperServerStats, ListenTarget, ConnectionClosedEvent } from './server';
 export { PrHelperClient } from './client';
 export type { PrHelperClientOptions } from './client';

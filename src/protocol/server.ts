@@ -458,8 +458,6 @@ function hexKey(key: bigint): string {
   return key.toString(16).padStart(16, '0');
 }
 
-// Lives in src/device; re-exported for the modules that still import it from here.
-export { describeDeviceFd } from '../device/handle';
 
 /**
  * Removes a socket file left by a dead server: only a socket, and only when a connect is

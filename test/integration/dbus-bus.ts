@@ -5,6 +5,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Message, MessageType, sessionBus, type MessageBus } from 'dbus-next';
+import { BUS_NAME } from '../../src/dbus/names';
+import { startDbusService, type DbusService, type DbusServiceOptions } from '../../src/dbus/service';
 import { startServe, tempDir, type ServeProcess } from './serve-process';
 
 export interface PrivateBus {
@@ -17,43 +19,40 @@ export interface PrivateBus {
 export type BusPolicy = { kind: 'open' } | { kind: 'system'; include: readonly string[] };
 
 function busConfig(socket: string, policy: BusPolicy): string {
-  const open = `
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>`;
-  // The default policy of Debian's /usr/share/dbus-1/system.conf.
-  const system = `
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  ${policy.kind === 'system' ? policy.include.map((file) => `<include>${file}</include>`).join('\n  ') : ''}`;
+  // Both let everyone connect, send signals and replies, and receive everything; they
+  // differ in who may own names and call methods. Later rules override earlier ones.
+  const shared = [
+    '<allow send_type="signal"/>',
+    '<allow send_requested_reply="true" send_type="method_return"/>',
+    '<allow send_requested_reply="true" send_type="error"/>',
+    '<allow receive_type="method_call"/>',
+    '<allow receive_type="method_return"/>',
+    '<allow receive_type="error"/>',
+    '<allow receive_type="signal"/>',
+  ];
+  const rules =
+    policy.kind === 'open'
+      ? ['<allow user="*"/>', '<allow own="*"/>', '<allow send_type="method_call"/>', ...shared]
+      : // The default policy of Debian's /usr/share/dbus-1/system.conf.
+        [
+          '<allow user="*"/>',
+          '<deny own="*"/>',
+          '<deny send_type="method_call"/>',
+          ...shared,
+          '<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>',
+          '<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>',
+        ];
+  const includes = policy.kind === 'system' ? policy.include.map((file) => `<include>${file}</include>`) : [];
   return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>custom</type>
   <listen>unix:path=${socket}</listen>
   <auth>EXTERNAL</auth>
-  ${policy.kind === 'open' ? open : system}
+  <policy context="default">
+    ${rules.join('\n    ')}
+  </policy>
+  ${includes.join('\n  ')}
 </busconfig>
 `;
 }
@@ -165,4 +164,33 @@ export type DbusServeProcess = ServeProcess;
 /** `mpath-pr serve` with extra flags; ready once it logged "mpath-pr ready". */
 export function startServeWith(options: { dir: string; state: string; initiator: string; args: string[]; paths?: number }): Promise<DbusServeProcess> {
   return startServe({ ...options, readyTimeoutMs: 20_000 });
+}
+
+/** A private bus, and a client connection on it that records every signal of the service. */
+export interface ObservedBus {
+  readonly bus: PrivateBus;
+  readonly client: MessageBus;
+  readonly signals: SignalRecorder;
+}
+
+export async function startObservedBus(): Promise<ObservedBus> {
+  const bus = await startPrivateBus();
+  const client = await connectClientBus(bus.address);
+  const signals = await SignalRecorder.start(client, BUS_NAME);
+  return { bus, client, signals };
+}
+
+/** Stops the recorder and the client; the bus itself is stopped last, after what else uses it. */
+export function leaveObservedBus({ client, signals }: ObservedBus): void {
+  signals.stop();
+  client.disconnect();
+}
+
+const NO_COMMANDS_YET = {
+  stats: { connectionsAccepted: 0, connectionsActive: 0, connectionsRefused: 0, commands: 0, prIn: 0, prOut: 0, executeErrors: 0, protocolViolations: 0, connectionErrors: 0 },
+};
+
+/** The service inside the test process, on a test bus, beside a server that has run no command. */
+export function startServiceInProcess(busAddress: string, options: Omit<DbusServiceOptions, 'version' | 'busAddress' | 'server'>): Promise<DbusService> {
+  return startDbusService({ version: 'test', busAddress, server: NO_COMMANDS_YET, ...options });
 }

@@ -20,7 +20,8 @@ import { createBackends } from '../../src/daemon/daemon';
 import { CommandObservers, decodePrOut, observeExecute } from '../../src/dbus/command-observer';
 import { EmulatedBackend } from '../../src/backends/emulated/emulated-backend';
 import { BackendResolver } from '../../src/backends/resolve';
-import { describeDeviceFd, type PrHelperExecute } from '../../src/protocol/server';
+import type { PrHelperExecute } from '../../src/protocol/server';
+import { describeDeviceFd } from '../../src/device';
 import { changedProperties, emulatedSnapshot, prInSnapshot, type DeviceSnapshot } from '../../src/dbus/device-state';
 import type { MultipathdPrApi } from '../../src/dbus/managed-maps';
 import {
@@ -33,7 +34,8 @@ import {
   MANAGER_PATH,
   unescapePathElement,
 } from '../../src/dbus/names';
-import { resolveBusAddress, startDbusService, type DbusService } from '../../src/dbus/service';
+import { resolveBusAddress } from '../../src/dbus/bus';
+import type { DbusService } from '../../src/dbus/service';
 import { unitObjectPath } from '../../src/dbus/systemd-unit-watcher';
 import { Commands } from '../../src/multipathd/commands';
 import { MultipathdError } from '../../src/multipathd/replies';
@@ -41,7 +43,20 @@ import { initialState } from '../../src/engine/state';
 import { PrType } from '../../src/scsi/constants';
 import { VERSION } from '../../src/daemon/daemon';
 import { CLI, connectClient, executorFor, eventually, tempDir } from './serve-process';
-import { call, connectClientBus, getProperty, SignalRecorder, startPrivateBus, startServeWith, type DbusServeProcess, type PrivateBus } from './dbus-bus';
+import {
+  call,
+  connectClientBus,
+  getProperty,
+  leaveObservedBus,
+  SignalRecorder,
+  startObservedBus,
+  startPrivateBus,
+  startServeWith,
+  startServiceInProcess,
+  type DbusServeProcess,
+  type ObservedBus,
+  type PrivateBus,
+} from './dbus-bus';
 import { FakeSystemd } from './dbus-fake-systemd';
 
 const run = promisify(execFile);
@@ -605,28 +620,27 @@ class LogLines extends Writable {
 
 describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', function () {
   this.timeout(60_000);
+  let observedBus: ObservedBus;
   let bus: PrivateBus;
+  let client: MessageBus;
+  let signals: SignalRecorder;
   let dir: string;
   let backends: ReturnType<typeof createBackends>;
   let service: DbusService | undefined;
   let systemdBus: MessageBus | undefined;
-  let client: MessageBus;
-  let signals: SignalRecorder;
   let logs: LogLines;
   let multipathd: MultipathdTestDouble;
 
   beforeEach(async () => {
-    bus = await startPrivateBus();
+    observedBus = await startObservedBus();
+    ({ bus, client, signals } = observedBus);
     dir = tempDir('mpath-pr-dbus-watch-');
     backends = createBackends({ backend: 'auto', statePath: path.join(dir, 'san.db'), initiator: 'watch-host', paths: 2 });
     logs = new LogLines();
     multipathd = new MultipathdTestDouble();
-    client = await connectClientBus(bus.address);
-    signals = await SignalRecorder.start(client, BUS_NAME);
   });
   afterEach(async () => {
-    signals.stop();
-    client.disconnect();
+    leaveObservedBus(observedBus);
     await service?.close();
     service = undefined;
     systemdBus?.disconnect();
@@ -637,11 +651,8 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
   });
 
   async function startService(): Promise<DbusService> {
-    service = await startDbusService({
+    service = await startServiceInProcess(bus.address, {
       logger: pino({ level: 'info' }, logs),
-      version: 'test',
-      busAddress: bus.address,
-      server: { stats: { connectionsAccepted: 0, connectionsActive: 0, connectionsRefused: 0, commands: 0, prIn: 0, prOut: 0, executeErrors: 0, protocolViolations: 0, connectionErrors: 0 } },
       resolver: backends.resolver,
       emulated: backends.emulated,
       observers: new CommandObservers(),
@@ -665,8 +676,8 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
     const backendsBefore = (await getProperty(client, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, 'Backends')) as [string, boolean, string][];
     expect(backendsBefore.find(([name]) => name === 'multipathd')).to.deep.equal(['multipathd', true, 'multipath-tools v0.9.4 (12/19, 2022), pid 4242, running']);
 
-    dbus.maps.record('mpatha', 0xabcn, false);
-    dbus.maps.record('mpathb', 0x1234n, true);
+    dbus.resync.maps.record('mpatha', 0xabcn, false);
+    dbus.resync.maps.record('mpathb', 0x1234n, true);
 
     const from = signals.count;
     multipathd.reachable = false;
@@ -695,8 +706,8 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
       'setprkey map mpathb key 0x1234:aptpl',
       'setprstatus map mpathb',
     ]);
-    await eventually(() => dbus.lastResync.length === 2, 'the resync report');
-    expect(dbus.lastResync.map((r) => [r.map, r.prkey, r.prstatus])).to.deep.equal([
+    await eventually(() => dbus.resync.last.length === 2, 'the resync report');
+    expect(dbus.resync.last.map((r) => [r.map, r.prkey, r.prstatus])).to.deep.equal([
       ['mpatha', 'ok', 'ok'],
       ['mpathb', 'ok', 'ok'],
     ]);
@@ -716,7 +727,7 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
       // the service has already handled the impostor's signal.
       await call(impostorBus, BUS_NAME, MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'Get', 'ss', [MANAGER_INTERFACE, 'Version']);
       expect(dbus.watcher!.state).to.deep.include({ known: true, unit: { loadState: 'loaded', activeState: 'active', subState: 'running', statusText: 'up' } });
-      expect(dbus.degraded).to.equal(false);
+      expect(dbus.health.degraded).to.equal(false);
     } finally {
       impostorBus.disconnect();
     }
@@ -725,8 +736,8 @@ describe('D-Bus: multipathd watcher through a FAKE org.freedesktop.systemd1', fu
   it('without systemd on the bus it is not degraded, and picks systemd up when it arrives', async () => {
     const dbus = await startService();
     expect(dbus.watcher!.state).to.deep.equal({ known: false, reason: 'org.freedesktop.systemd1 is not on this bus' });
-    expect(dbus.degraded).to.equal(false);
-    dbus.maps.record('mpathc', 0x5n, false);
+    expect(dbus.health.degraded).to.equal(false);
+    dbus.resync.maps.record('mpathc', 0x5n, false);
     const from = signals.count;
     await startFakeSystemd({ activeState: 'failed', subState: 'failed', statusText: '' });
     const degraded = await signals.next(isPropertiesChanged(MANAGER_PATH, MANAGER_INTERFACE, 'Degraded'), 'Degraded PropertiesChanged', 10_000, from);
@@ -739,49 +750,44 @@ describe('D-Bus: a device served by a non-emulated backend (the PR IN view)', fu
   this.timeout(60_000);
   // No SCSI device exists here: the resolver is forced to put an emulated LU behind the
   // 'sg' slot, so the service treats it like any real device (PR IN on a reopened fd).
-  let bus: PrivateBus;
+  let observedBus: ObservedBus;
+  let client: MessageBus;
+  let signals: SignalRecorder;
   let dir: string;
   let san: EmulatedBackend;
   let otherHost: EmulatedBackend;
   let unrelated: EmulatedBackend;
   let resolver: BackendResolver;
   let service: DbusService;
-  let client: MessageBus;
-  let signals: SignalRecorder;
   /** What the daemon's server calls: the resolver, wrapped by the command observers. */
   let observed: PrHelperExecute;
 
   before(async () => {
-    bus = await startPrivateBus();
+    observedBus = await startObservedBus();
+    ({ client, signals } = observedBus);
     dir = tempDir('mpath-pr-dbus-real-');
     san = new EmulatedBackend({ statePath: path.join(dir, 'san.db'), initiator: 'real-a', paths: 2 });
     otherHost = new EmulatedBackend({ statePath: path.join(dir, 'san.db'), initiator: 'real-b', paths: 1 });
     unrelated = new EmulatedBackend({ statePath: ':memory:', initiator: 'nobody-here' });
     resolver = new BackendResolver({ backends: { sg: san }, forced: 'sg' });
     const observers = new CommandObservers();
-    service = await startDbusService({
+    service = await startServiceInProcess(observedBus.bus.address, {
       logger: pino({ level: 'silent' }),
-      version: 'test',
-      busAddress: bus.address,
-      server: { stats: { connectionsAccepted: 0, connectionsActive: 0, connectionsRefused: 0, commands: 0, prIn: 0, prOut: 0, executeErrors: 0, protocolViolations: 0, connectionErrors: 0 } },
       resolver,
       emulated: unrelated,
       observers,
       multipathd: null,
       watchMultipathd: false,
     });
-    client = await connectClientBus(bus.address);
-    signals = await SignalRecorder.start(client, BUS_NAME);
     observed = observeExecute(({ handle, command }) => resolver.execute(handle, command), observers);
   });
   after(async () => {
-    signals.stop();
-    client.disconnect();
+    leaveObservedBus(observedBus);
     await service.close();
     await resolver.close();
     await otherHost.close();
     await unrelated.close();
-    await bus.stop();
+    await observedBus.bus.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

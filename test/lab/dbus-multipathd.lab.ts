@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import { Message, type MessageBus } from 'dbus-next';
 import { buildPrOut, type PrOutRequest } from '../../src/backends/pr-commands';
 import { BUS_NAME, formatKey, MANAGER_INTERFACE, MANAGER_PATH } from '../../src/dbus/names';
-import { connectBus } from '../../src/dbus/service';
+import { connectBus } from '../../src/dbus/bus';
 import { PrHelperClient } from '../../src/protocol/client';
 import type { PrHelperReply } from '../../src/protocol/messages';
 import { Status } from '../../src/scsi/constants';

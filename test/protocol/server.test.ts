@@ -197,7 +197,7 @@ describe('PrHelperServer', function () {
       expect(call.command.direction === 'out' && Buffer.from(call.command.parameterList)).to.deep.equal(params);
       expect(call.handle.path).to.equal(device.path);
       expect(call.handle.writable).to.equal(true);
-      expect(call.handle.rdev).to.equal(undefined);
+      expect(call.handle.description?.rdev).to.equal(undefined);
       expect(call.handle.fd).to.not.equal(device.fd); // the server's own copy
       expect(call.peer).to.deep.equal({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() } satisfies PeerIdentity);
       expect(call.signal.aborted).to.equal(false);
@@ -207,7 +207,8 @@ describe('PrHelperServer', function () {
       const c = await client();
       const devNull = trackFd(fs.openSync('/dev/null', 'r+'));
       await c.execute(devNull, readKeys());
-      expect(h.calls[0].handle).to.deep.include({ path: '/dev/null', rdev: { major: 1, minor: 3 } });
+      expect(h.calls[0].handle.path).to.equal('/dev/null');
+      expect(h.calls[0].handle.description?.rdev).to.deep.equal({ major: 1, minor: 3 });
     });
 
     it('truncates PR IN data to the allocation length and drops data from PR OUT', async () => {

@@ -137,6 +137,15 @@ export class EmulatedBackend implements PrBackend {
     return this.store.hostPaths(initiatorKey);
   }
 
+  /**
+   * Changes whenever the state file changed under this backend's reading connection: a
+   * command of this daemon (on its writer thread), another process sharing the SAN file
+   * (another host, `mpath-pr emu path`). Compare two readings to know whether to re-read.
+   */
+  dataVersion(): number {
+    return this.store.dataVersion();
+  }
+
   /** Fails or reinstates one of this host's paths; a reinstate re-registers known keys. */
   setPathState(pathIndex: number, state: PathState): { changedLus: string[] } {
     return setHostPathState(this.store, this.initiator, pathIndex, state, this.engineOptions());

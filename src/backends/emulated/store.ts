@@ -151,6 +151,15 @@ export class EmulatedStore {
     return Math.max(1, row.n ?? 1);
   }
 
+  /**
+   * SQLite's PRAGMA data_version: on this connection it changes exactly when another
+   * connection (another process, the writer thread) committed to the file since it was
+   * last read.
+   */
+  dataVersion(): number {
+    return Number(this.db.pragma('data_version', { simple: true }));
+  }
+
   setPathState(initiator: string, index: number, state: PathState): boolean {
     return this.statement('UPDATE host_path SET state = ? WHERE initiator = ? AND path_index = ?').run(state, initiator, index).changes === 1;
   }
