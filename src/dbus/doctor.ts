@@ -7,8 +7,7 @@
 // was preempted, and undoing a fence is not a repair.
 
 import type { EmulatedBackend } from '../backends/emulated/emulated-backend';
-import { reinstatePathRegistration } from '../backends/emulated/multipath-host';
-import { parseState, serializeState, registrationKey, ALL_REGISTRANTS, type PrState } from '../engine/state';
+import { registrationKey, ALL_REGISTRANTS, type PrState } from '../engine/state';
 import { prTypeName } from '../scsi/constants';
 import { transportIdKey } from '../scsi/transport-id';
 import { emulatedPathName, type DeviceSnapshot } from './device-state';
@@ -56,36 +55,12 @@ export function doctorFromPrIn(snapshot: DeviceSnapshot, repair: boolean): Docto
   };
 }
 
-/** Re-registers the host's known key on active paths of one LU that lost it. Returns the repaired path names. */
-export function repairEmulatedPaths(emulated: EmulatedBackend, lu: string): string[] {
-  const store = emulated.store;
-  return store.immediate(() => {
-    const text = store.readLuState(lu);
-    if (text === undefined) return [];
-    const host = { initiator: emulated.initiator, paths: store.hostPaths(emulated.initiatorKey) };
-    const known = store.hostKey(emulated.initiatorKey, lu);
-    const options = emulated.engineOptions();
-    let state = parseState(text);
-    const repaired: string[] = [];
-    for (const path of host.paths) {
-      if (path.state !== 'active') continue;
-      const result = reinstatePathRegistration(state, host, path.index, known, options);
-      if (result.changed) {
-        state = result.state;
-        repaired.push(emulatedPathName(path.index));
-      }
-    }
-    if (repaired.length > 0) store.writeLuState(lu, serializeState(state));
-    return repaired;
-  });
-}
-
 /** The per-path report of an emulated LU, repaired first when asked. */
 export function doctorEmulated(emulated: EmulatedBackend, lu: string, snapshotOf: (state: PrState) => DeviceSnapshot, repair: boolean): DoctorReport {
-  const repaired = repair ? repairEmulatedPaths(emulated, lu) : [];
+  const repaired = repair ? emulated.repairPaths(lu).map(emulatedPathName) : [];
   const state = emulated.readState(lu);
   const snapshot = snapshotOf(state);
-  const known = emulated.store.hostKey(emulated.initiatorKey, lu);
+  const known = emulated.knownKey(lu);
   const ours = state.registrations.filter((r) => transportIdKey(r.initiator) === emulated.initiatorKey);
   const holder = state.reservation?.holder;
   const findings: string[] = [];

@@ -24,7 +24,7 @@ export class EmulatedDevices {
 
   /** The Backends detail of the emulated backend. */
   statusDetail(): string {
-    return `state ${this.statePath ?? this.emulated.store.path}, initiator ${this.emulated.initiatorKey}, ${this.emulated.paths().length} paths`;
+    return `state ${this.statePath ?? this.emulated.statePath}, initiator ${this.emulated.initiatorKey}, ${this.emulated.paths().length} paths`;
   }
 
   has(lu: string): boolean {

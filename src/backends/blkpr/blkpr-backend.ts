@@ -20,7 +20,7 @@
 import * as fs from 'fs';
 import { fstat } from '../../../ffi/libc';
 import { prClear, prPreempt, prRegister, prRelease, prReserve, PR_FL_IGNORE_KEY, type BlockPrOutcome } from '../../../ffi/block-pr';
-import { Opcode, Status } from '../../scsi/constants';
+import { Status } from '../../scsi/constants';
 import { resultFromBlockPrReturn } from '../../scsi/errno-sense';
 import { checkCondition, Sense, statusOnly, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';

@@ -4,7 +4,7 @@
 
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Opcode, Status } from '../../scsi/constants';
+import { Status } from '../../scsi/constants';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import { parseTransportId, transportIdKey, type TransportId } from '../../scsi/transport-id';
 import type { EngineOptions } from '../../engine';
@@ -14,7 +14,7 @@ import { StoreWriter } from './store-writer';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
 import type { PrCommand } from '../../scsi/pr-command';
 import { EmulatedStore, type HostPath, type PathState } from './store';
-import { reinstatePathRegistration, type SimulatedHost } from './multipath-host';
+import { reinstatePathRegistration, type KnownKey, type SimulatedHost } from './multipath-host';
 
 export interface EmulatedBackendOptions {
   /** The SQLite state file shared by every simulated host of this SAN, or ':memory:'. */
@@ -144,6 +144,44 @@ export class EmulatedBackend implements PrBackend {
    */
   dataVersion(): number {
     return this.store.dataVersion();
+  }
+
+  /** The state file this backend keeps the SAN in. */
+  get statePath(): string {
+    return this.store.path;
+  }
+
+  /** The key this host last registered on an LU (what multipathd would know), if any. */
+  knownKey(lu: string): KnownKey | undefined {
+    return this.store.hostKey(this.initiatorKey, lu);
+  }
+
+  /**
+   * Re-registers this host's known key on active paths of one LU that lost it, in one
+   * transaction, as multipathd does for a reinstated path. Returns the repaired path
+   * indexes. A host whose key is registered through no path was fenced and is left alone.
+   */
+  repairPaths(lu: string): number[] {
+    const store = this.store;
+    return store.immediate(() => {
+      const text = store.readLuState(lu);
+      if (text === undefined) return [];
+      const host: SimulatedHost = { initiator: this.initiator, paths: store.hostPaths(this.initiatorKey) };
+      const known = store.hostKey(this.initiatorKey, lu);
+      const options = this.engineOptions();
+      let state = parseState(text);
+      const repaired: number[] = [];
+      for (const path of host.paths) {
+        if (path.state !== 'active') continue;
+        const result = reinstatePathRegistration(state, host, path.index, known, options);
+        if (result.changed) {
+          state = result.state;
+          repaired.push(path.index);
+        }
+      }
+      if (repaired.length > 0) store.writeLuState(lu, serializeState(state));
+      return repaired;
+    });
   }
 
   /** Fails or reinstates one of this host's paths; a reinstate re-registers known keys. */
