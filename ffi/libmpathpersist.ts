@@ -3,7 +3,7 @@
 // the project uses, and the conversion of the library's decoded PR IN answers back to SCSI
 // wire bytes the way qemu-pr-helper does it.
 //
-// HAZARDS (see shared/reference/libmpathpersist-multipathd.md §1.2) that shape this module:
+// HAZARDS that shape this module:
 // - mpath_persistent_reserve_{in,out} call exit(1) when device-mapper is unusable, print to
 //   stderr, and libmpathpersist_init() raises RLIMIT_NOFILE. Only call them in the dedicated
 //   child process the mpath backend runs; never in the daemon or a test runner.
@@ -17,8 +17,8 @@
 //
 // The library is loaded lazily by loadLibmpathpersist(), which never throws.
 
-import * as fs from 'fs';
-import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
+import koffi, { type TypeObject } from 'koffi';
+import { loadOptional, MULTIPATH_TOOLS, type OpenedLibrary, type OptionalLibrarySpec, type OptionalLoadResult } from './optional-library';
 
 // ---------------------------------------------------------------------------------------
 // Constants of <mpath_persist.h>
@@ -552,102 +552,54 @@ export interface MpathPersistLib {
   reserveOut(request: ProutRequest): { rc: number };
 }
 
-export type LoadResult = { ok: true; lib: MpathPersistLib } | { ok: false; reason: string };
+export type LoadResult = OptionalLoadResult<MpathPersistLib>;
 
 export const LIBMPATHPERSIST_SONAME = 'libmpathpersist.so.0';
-
-let cached: LoadResult | undefined;
-
-function mappedPath(fragment: string): string | undefined {
-  try {
-    const maps = fs.readFileSync('/proc/self/maps', 'utf8');
-    for (const line of maps.split('\n')) {
-      const path = line.split(/\s+/).slice(5).join(' ');
-      if (path.includes(fragment)) return path;
-    }
-  } catch {
-    // /proc not mounted: the path is informational only.
-  }
-  return undefined;
-}
 
 function clampVerbosity(v: number | undefined): number {
   return v === undefined ? 0 : Math.max(0, Math.min(4, Math.trunc(v)));
 }
+
+type ReserveIn = (fd: number, sa: number, resp: Buffer, noisy: number, verbose: number) => number;
+type ReserveOut = (fd: number, sa: number, scope: number, type: number, paramp: Buffer, noisy: number, verbose: number) => number;
+
+const LIBMPATHPERSIST: OptionalLibrarySpec<MpathPersistLib> = {
+  soname: LIBMPATHPERSIST_SONAME,
+  ...MULTIPATH_TOOLS,
+  missingSymbolHint: 'libmpathpersist_init appeared in multipath-tools 0.8.x; this library is older, or not multipath-tools',
+  unsupported: () =>
+    process.arch === 'x64' || process.arch === 'arm64' ? undefined : `struct layouts are declared for LP64 little-endian; this is ${process.arch}`,
+  bind: bindLibmpathpersist,
+};
 
 /**
  * Loads libmpathpersist once. Never throws; says why when it cannot. `soname` exists for
  * tests of the failure reports; other names are not cached.
  */
 export function loadLibmpathpersist(soname: string = LIBMPATHPERSIST_SONAME): LoadResult {
-  if (soname !== LIBMPATHPERSIST_SONAME) return tryLoad(soname);
-  if (cached) return cached;
-  cached = tryLoad(soname);
-  return cached;
+  return loadOptional(LIBMPATHPERSIST, soname);
 }
 
-function tryLoad(soname: string): LoadResult {
-  if (process.arch !== 'x64' && process.arch !== 'arm64') {
-    return { ok: false, reason: `struct layouts are declared for LP64 little-endian; this is ${process.arch}` };
-  }
-  let handle: LibraryHandle;
-  try {
-    handle = koffi.load(soname);
-  } catch (err) {
-    return {
-      ok: false,
-      reason: `${soname} could not be loaded (${(err as Error).message}); install multipath-tools (Debian: apt-get install multipath-tools)`,
-    };
-  }
-  const bind = <T>(signature: string): T | string => {
-    try {
-      return handle.func(signature) as unknown as T;
-    } catch (err) {
-      return `${soname} lacks a symbol: ${(err as Error).message}`;
-    }
-  };
-  const initFn = bind<() => number>('int libmpathpersist_init(void)');
-  const exitFn = bind<() => number>('int libmpathpersist_exit(void)');
-  const inFn = bind<(fd: number, sa: number, resp: Buffer, noisy: number, verbose: number) => number>(
-    'int mpath_persistent_reserve_in(int fd, int rq_servact, void *resp, int noisy, int verbose)',
-  );
-  const outFn = bind<(fd: number, sa: number, scope: number, type: number, paramp: Buffer, noisy: number, verbose: number) => number>(
+function bindLibmpathpersist(library: OpenedLibrary): MpathPersistLib {
+  const init = library.func<() => number>('int libmpathpersist_init(void)');
+  const exit = library.func<() => number>('int libmpathpersist_exit(void)');
+  const reserveInNative = library.func<ReserveIn>('int mpath_persistent_reserve_in(int fd, int rq_servact, void *resp, int noisy, int verbose)');
+  const reserveOutNative = library.func<ReserveOut>(
     'int mpath_persistent_reserve_out(int fd, int rq_servact, int rq_scope, unsigned int rq_type, void *paramp, int noisy, int verbose)',
   );
-  for (const f of [initFn, exitFn, inFn, outFn]) {
-    if (typeof f === 'string') {
-      return { ok: false, reason: `${f} (libmpathpersist_init appeared in multipath-tools 0.8.x; this library is older, or not multipath-tools)` };
-    }
-  }
   let abi: MpathPersistLib['abi'] = 'LIBMPATHPERSIST_2.1.0';
   try {
-    handle.symbol('mpath_persistent_reserve_in__');
+    library.handle.symbol('mpath_persistent_reserve_in__');
     abi = 'LIBMPATHPERSIST_2.2.0+';
   } catch {
     // Absent before 0.10.0: the 0.9.x ABI this module was written against.
   }
-  const init = initFn as () => number;
-  const exit = exitFn as () => number;
-  const reserveInNative = inFn as (fd: number, sa: number, resp: Buffer, noisy: number, verbose: number) => number;
-  const reserveOutNative = outFn as (fd: number, sa: number, scope: number, type: number, paramp: Buffer, noisy: number, verbose: number) => number;
-
-  const lib: MpathPersistLib = {
-    path: mappedPath('libmpathpersist'),
+  return {
+    path: library.mappedPath(),
     abi,
     init: () => init(),
     exit: () => exit(),
-    reserveIn(request) {
-      wireLength(request.allocationLength);
-      if (!(Object.values(MPATH_PRIN) as number[]).includes(request.serviceAction)) {
-        return { rc: MPATH_PR.SYNTAX_ERROR, refused: `PR IN service action ${request.serviceAction} is not supported by libmpathpersist` };
-      }
-      const resp = Buffer.alloc(prinResponseBytes(request.serviceAction));
-      const rc = reserveInNative(request.fd, request.serviceAction, resp, request.noisy ? 1 : 0, clampVerbosity(request.verbose));
-      if (rc !== MPATH_PR.SUCCESS) return { rc };
-      const decoded = decodePrinResponse(request.serviceAction, resp, request.allocationLength);
-      if ('refused' in decoded) return { rc, refused: decoded.refused };
-      return { rc, data: decoded };
-    },
+    reserveIn: (request) => reserveIn(reserveInNative, request),
     reserveOut(request) {
       const rc = reserveOutNative(
         request.fd,
@@ -661,5 +613,18 @@ function tryLoad(soname: string): LoadResult {
       return { rc };
     },
   };
-  return { ok: true, lib };
+}
+
+/** One PR IN, refused before the call when the library would not understand it. */
+function reserveIn(reserveInNative: ReserveIn, request: PrinRequest): PrinResult {
+  wireLength(request.allocationLength);
+  if (!(Object.values(MPATH_PRIN) as number[]).includes(request.serviceAction)) {
+    return { rc: MPATH_PR.SYNTAX_ERROR, refused: `PR IN service action ${request.serviceAction} is not supported by libmpathpersist` };
+  }
+  const resp = Buffer.alloc(prinResponseBytes(request.serviceAction));
+  const rc = reserveInNative(request.fd, request.serviceAction, resp, request.noisy ? 1 : 0, clampVerbosity(request.verbose));
+  if (rc !== MPATH_PR.SUCCESS) return { rc };
+  const decoded = decodePrinResponse(request.serviceAction, resp, request.allocationLength);
+  if ('refused' in decoded) return { rc, refused: decoded.refused };
+  return { rc, data: decoded };
 }
