@@ -13,18 +13,10 @@
 // Kernel 6.1 requires CAP_SYS_ADMIN for every IOC_PR_* ioctl (EPERM otherwise).
 
 import koffi, { type TypeObject } from 'koffi';
+import { BlockPrType, type BlockPrTypeCode } from './block-pr-type';
 import { ioctlAsync, iow, NativeMemory, type IoctlOutcome } from './ioctl';
 
-/** enum pr_type from <linux/pr.h>. These are NOT the SCSI TYPE codes (1,3,5,6,7,8). */
-export const BlockPrType = {
-  WRITE_EXCLUSIVE: 1,
-  EXCLUSIVE_ACCESS: 2,
-  WRITE_EXCLUSIVE_REG_ONLY: 3,
-  EXCLUSIVE_ACCESS_REG_ONLY: 4,
-  WRITE_EXCLUSIVE_ALL_REGS: 5,
-  EXCLUSIVE_ACCESS_ALL_REGS: 6,
-} as const;
-export type BlockPrTypeCode = (typeof BlockPrType)[keyof typeof BlockPrType];
+export { BlockPrType, type BlockPrTypeCode };
 
 /** The only flag 6.1 accepts (on REGISTER and RESERVE); any other bit gives EOPNOTSUPP. */
 export const PR_FL_IGNORE_KEY = 1 << 0;

@@ -15,42 +15,17 @@
 // extra library, and the state is read back from /proc/self/status anyway.
 
 import koffi from 'koffi';
-import * as os from 'os';
+import { libcHandle } from './libc-handle';
+import { check, SystemCallError } from './system-call';
 
-const libc = koffi.load('libc.so.6');
-
-export class CapabilityCallError extends Error {
-  readonly errno: number;
-  readonly code: string;
-  constructor(readonly syscall: string, errno: number, detail?: string) {
-    const code = errnoName(errno);
-    super(`${syscall}${detail ? ` ${detail}` : ''}: ${String(c_strerror(errno))} (${code})`);
-    this.name = 'CapabilityCallError';
-    this.errno = errno;
-    this.code = code;
-  }
-}
-
-function errnoName(errno: number): string {
-  for (const [name, value] of Object.entries(os.constants.errno)) if (value === errno) return name;
-  return `E${errno}`;
-}
-
-const c_strerror = libc.func('const char *strerror(int errnum)');
-const c_capget = libc.func('int capget(void *hdrp, void *datap)');
-const c_capset = libc.func('int capset(void *hdrp, const void *datap)');
-const c_prctl = libc.func('int prctl(int option, ...)');
-const c_setgroups = libc.func('int setgroups(size_t size, const uint32_t *list)');
-const c_setresgid = libc.func('int setresgid(uint32_t rgid, uint32_t egid, uint32_t sgid)');
-const c_setresuid = libc.func('int setresuid(uint32_t ruid, uint32_t euid, uint32_t suid)');
-const c_fcntl = libc.func('int fcntl(int fd, int cmd, ...)');
-const c_dup3 = libc.func('int dup3(int oldfd, int newfd, int flags)');
-const c_execve = libc.func('int execve(const char *path, const char **argv, const char **envp)');
-
-function check(syscall: string, ret: number, detail?: string): number {
-  if (ret >= 0) return ret;
-  throw new CapabilityCallError(syscall, koffi.errno(), detail);
-}
+const c_capget = libcHandle.func('int capget(void *hdrp, void *datap)');
+const c_capset = libcHandle.func('int capset(void *hdrp, const void *datap)');
+const c_prctl = libcHandle.func('int prctl(int option, ...)');
+const c_setgroups = libcHandle.func('int setgroups(size_t size, const uint32_t *list)');
+const c_setresgid = libcHandle.func('int setresgid(uint32_t rgid, uint32_t egid, uint32_t sgid)');
+const c_setresuid = libcHandle.func('int setresuid(uint32_t ruid, uint32_t euid, uint32_t suid)');
+const c_dup3 = libcHandle.func('int dup3(int oldfd, int newfd, int flags)');
+const c_execve = libcHandle.func('int execve(const char *path, const char **argv, const char **envp)');
 
 /** Linux capability numbers (linux/capability.h) used by name in this project. */
 export const Cap = {
@@ -86,17 +61,17 @@ export function capabilityName(cap: number): string {
 }
 
 const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
-const PR_SET_KEEPCAPS = 8;
-const PR_CAPBSET_READ = 23;
-const PR_CAPBSET_DROP = 24;
-const PR_SET_NO_NEW_PRIVS = 38;
-const PR_GET_NO_NEW_PRIVS = 39;
-const PR_CAP_AMBIENT = 47;
+/** The prctl(2) options used here (linux/prctl.h), by the name errors report. */
+const PrctlOption = {
+  PR_SET_KEEPCAPS: 8,
+  PR_CAPBSET_READ: 23,
+  PR_CAPBSET_DROP: 24,
+  PR_SET_NO_NEW_PRIVS: 38,
+  PR_GET_NO_NEW_PRIVS: 39,
+  PR_CAP_AMBIENT: 47,
+} as const;
 const PR_CAP_AMBIENT_RAISE = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL = 4;
-const F_GETFD = 1;
-const F_SETFD = 2;
-const FD_CLOEXEC = 1;
 
 /** The calling thread's capability sets, as 64-bit masks (bit n = capability n). */
 export interface CapabilitySets {
@@ -114,7 +89,7 @@ function header(): Buffer {
 
 export function getCapabilities(): CapabilitySets {
   const data = Buffer.alloc(24);
-  check('capget', c_capget(header(), data));
+  check('capget', () => c_capget(header(), data));
   const word = (offset: number) => BigInt(data.readUInt32LE(offset)) | (BigInt(data.readUInt32LE(offset + 12)) << 32n);
   return { effective: word(0), permitted: word(4), inheritable: word(8) };
 }
@@ -130,42 +105,44 @@ export function setCapabilities(sets: CapabilitySets): void {
   data.writeUInt32LE(high(sets.effective), 12);
   data.writeUInt32LE(high(sets.permitted), 16);
   data.writeUInt32LE(high(sets.inheritable), 20);
-  check('capset', c_capset(header(), data));
+  check('capset', () => c_capset(header(), data));
+}
+
+/** prctl(2), its arguments passed as the unsigned longs the kernel reads; errors name the option, or `detail`. */
+function prctl(option: keyof typeof PrctlOption, args: readonly number[], detail: string = option): number {
+  const variadic = args.flatMap((arg) => ['unsigned long', arg]);
+  return check('prctl', () => c_prctl(PrctlOption[option], ...variadic), detail);
 }
 
 /** Whether the capability is in the calling thread's bounding set. */
 export function boundingSetHas(cap: number): boolean {
-  return check('prctl', c_prctl(PR_CAPBSET_READ, 'unsigned long', cap), 'PR_CAPBSET_READ') === 1;
+  return prctl('PR_CAPBSET_READ', [cap]) === 1;
 }
 
 /** Removes a capability from the calling thread's bounding set (needs CAP_SETPCAP). */
 export function dropFromBoundingSet(cap: number): void {
-  check('prctl', c_prctl(PR_CAPBSET_DROP, 'unsigned long', cap), `PR_CAPBSET_DROP ${capabilityName(cap)}`);
+  prctl('PR_CAPBSET_DROP', [cap], `PR_CAPBSET_DROP ${capabilityName(cap)}`);
 }
 
 export function setKeepCapabilities(keep: boolean): void {
-  check('prctl', c_prctl(PR_SET_KEEPCAPS, 'unsigned long', keep ? 1 : 0), 'PR_SET_KEEPCAPS');
+  prctl('PR_SET_KEEPCAPS', [keep ? 1 : 0]);
 }
 
 export function clearAmbientCapabilities(): void {
-  check('prctl', c_prctl(PR_CAP_AMBIENT, 'unsigned long', PR_CAP_AMBIENT_CLEAR_ALL, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'PR_CAP_AMBIENT_CLEAR_ALL');
+  prctl('PR_CAP_AMBIENT', [PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0], 'PR_CAP_AMBIENT_CLEAR_ALL');
 }
 
 /** Raises an ambient capability (it must be permitted and inheritable), so it survives execve as a non-root user. */
 export function raiseAmbientCapability(cap: number): void {
-  check(
-    'prctl',
-    c_prctl(PR_CAP_AMBIENT, 'unsigned long', PR_CAP_AMBIENT_RAISE, 'unsigned long', cap, 'unsigned long', 0, 'unsigned long', 0),
-    `PR_CAP_AMBIENT_RAISE ${capabilityName(cap)}`,
-  );
+  prctl('PR_CAP_AMBIENT', [PR_CAP_AMBIENT_RAISE, cap, 0, 0], `PR_CAP_AMBIENT_RAISE ${capabilityName(cap)}`);
 }
 
 export function setNoNewPrivileges(): void {
-  check('prctl', c_prctl(PR_SET_NO_NEW_PRIVS, 'unsigned long', 1, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'PR_SET_NO_NEW_PRIVS');
+  prctl('PR_SET_NO_NEW_PRIVS', [1, 0, 0, 0]);
 }
 
 export function getNoNewPrivileges(): boolean {
-  return check('prctl', c_prctl(PR_GET_NO_NEW_PRIVS, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'PR_GET_NO_NEW_PRIVS') === 1;
+  return prctl('PR_GET_NO_NEW_PRIVS', [0, 0, 0, 0]) === 1;
 }
 
 /** /proc/sys/kernel/cap_last_cap is read by the caller; this is the compile-time floor. */
@@ -176,29 +153,25 @@ export const KNOWN_LAST_CAP = CAP_NAMES.length - 1;
 
 /** Replaces the supplementary groups; [] drops them all. */
 export function setGroups(gids: readonly number[]): void {
-  check('setgroups', c_setgroups(gids.length, gids.length ? Uint32Array.from(gids) : null));
+  check('setgroups', () => c_setgroups(gids.length, gids.length ? Uint32Array.from(gids) : null));
 }
 
 export function setResGid(gid: number): void {
-  check('setresgid', c_setresgid(gid, gid, gid), String(gid));
+  check('setresgid', () => c_setresgid(gid, gid, gid), String(gid));
 }
 
 export function setResUid(uid: number): void {
-  check('setresuid', c_setresuid(uid, uid, uid), String(uid));
+  check('setresuid', () => c_setresuid(uid, uid, uid), String(uid));
 }
 
 // ---------------------------------------------------------------------------------------
 // Re-executing with the new credentials
 
-/** Clears FD_CLOEXEC so the fd survives execve. */
-export function keepAcrossExec(fd: number): void {
-  const flags = check('fcntl', c_fcntl(fd, F_GETFD), `F_GETFD fd ${fd}`);
-  if (flags & FD_CLOEXEC) check('fcntl', c_fcntl(fd, F_SETFD, 'int', flags & ~FD_CLOEXEC), `F_SETFD fd ${fd}`);
-}
+export { keepAcrossExec } from './fd-status';
 
 /** dup3 without O_CLOEXEC: newFd replaces whatever was there and survives execve. */
 export function duplicateTo(oldFd: number, newFd: number): void {
-  check('dup3', c_dup3(oldFd, newFd, 0), `${oldFd} -> ${newFd}`);
+  check('dup3', () => c_dup3(oldFd, newFd, 0), `${oldFd} -> ${newFd}`);
 }
 
 /** Replaces the process image. Returns only by throwing. */
@@ -207,5 +180,5 @@ export function execve(file: string, argv: readonly string[], env: Readonly<Reco
     .filter((entry): entry is [string, string] => entry[1] !== undefined)
     .map(([name, value]) => `${name}=${value}`);
   c_execve(file, [...argv, null], [...envp, null]);
-  throw new CapabilityCallError('execve', koffi.errno(), file);
+  throw new SystemCallError('execve', koffi.errno(), file);
 }

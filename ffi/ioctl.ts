@@ -11,9 +11,9 @@
 // callback runs, so it is read inside that callback and nowhere else.
 
 import koffi from 'koffi';
+import { libcHandle } from './libc-handle';
 
-const libc = koffi.load('libc.so.6');
-const c_ioctl = libc.func('int ioctl(int fd, unsigned long request, void *arg)');
+const c_ioctl = libcHandle.func('int ioctl(int fd, unsigned long request, void *arg)');
 
 /** What the kernel answered: `ret` as returned by ioctl(2); `errno` is 0 unless ret is -1. */
 export interface IoctlOutcome {

@@ -13,8 +13,10 @@
 // The library is loaded lazily by loadLibmpathcmd(), which never throws.
 
 import * as fs from 'fs';
-import * as os from 'os';
-import koffi, { type LibraryHandle } from 'koffi';
+import koffi from 'koffi';
+import { errnoName } from './errno';
+import { libcHandle } from './libc-handle';
+import { loadOptional, MULTIPATH_TOOLS, type OpenedLibrary, type OptionalLibrarySpec, type OptionalLoadResult } from './optional-library';
 
 export const LIBMPATHCMD_SONAME = 'libmpathcmd.so.0';
 /** The abstract socket every multipath-tools version listens on (without the leading NUL). */
@@ -27,12 +29,6 @@ export const DEFAULT_REPLY_TIMEOUT_MS = 4000;
 export const MAX_REPLY_LEN = 32 * 1024 * 1024;
 export const SOCKET_NAME_ENV = 'MULTIPATH_SOCKET_NAME';
 
-const ERRNO_NAMES = new Map<number, string>();
-for (const [name, value] of Object.entries(os.constants.errno)) if (!ERRNO_NAMES.has(value)) ERRNO_NAMES.set(value, name);
-function errnoCode(errno: number): string {
-  return ERRNO_NAMES.get(errno) ?? `E${errno}`;
-}
-
 export type MpathCmdOperation = 'connect' | 'process' | 'disconnect';
 
 /** A failed libmpathcmd call, with the errno it left. */
@@ -43,7 +39,7 @@ export class MpathCmdError extends Error {
   readonly code: string;
 
   constructor(operation: MpathCmdOperation, errno: number, detail?: string) {
-    const code = errno > 0 ? errnoCode(errno) : 'EUNKNOWN';
+    const code = errno > 0 ? errnoName(errno) : 'EUNKNOWN';
     super(`mpath_${operation === 'process' ? 'process_cmd' : operation} failed: ${code}${detail ? ` (${detail})` : ''}`);
     this.name = 'MpathCmdError';
     this.operation = operation;
@@ -71,21 +67,7 @@ export interface MpathCmdLib {
   disconnect(fd: number): void;
 }
 
-export type LoadResult = { ok: true; lib: MpathCmdLib } | { ok: false; reason: string };
-
-let cached: LoadResult | undefined;
-
-function mappedPath(fragment: string): string | undefined {
-  try {
-    for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
-      const file = line.split(/\s+/).slice(5).join(' ');
-      if (file.includes(fragment)) return file;
-    }
-  } catch {
-    // Informational only.
-  }
-  return undefined;
-}
+export type LoadResult = OptionalLoadResult<MpathCmdLib>;
 
 /**
  * Which socket the library will use. 0.9.4's libmpathcmd hard-codes the abstract name; the
@@ -106,58 +88,37 @@ export function describeSocketAddress(libraryBytes: Buffer | undefined, env: Nod
   };
 }
 
+// The reply is malloc()ed by the library: released with the same allocator.
+const c_free = libcHandle.func('void free(void *ptr)') as unknown as (ptr: bigint) => void;
+
+type AsyncFn = { async: (...args: unknown[]) => void };
+
+const LIBMPATHCMD: OptionalLibrarySpec<MpathCmdLib> = {
+  soname: LIBMPATHCMD_SONAME,
+  ...MULTIPATH_TOOLS,
+  bind: bindLibmpathcmd,
+};
+
 /**
  * Loads libmpathcmd once. Never throws; says why when it cannot. `soname` exists for tests
  * of the failure reports; other names are not cached.
  */
 export function loadLibmpathcmd(soname: string = LIBMPATHCMD_SONAME): LoadResult {
-  if (soname !== LIBMPATHCMD_SONAME) return tryLoad(soname);
-  if (cached) return cached;
-  cached = tryLoad(soname);
-  return cached;
+  return loadOptional(LIBMPATHCMD, soname);
 }
 
-type AsyncFn = { async: (...args: unknown[]) => void };
-
-function tryLoad(soname: string): LoadResult {
-  let handle: LibraryHandle;
-  let libc: LibraryHandle;
-  try {
-    handle = koffi.load(soname);
-  } catch (err) {
-    return {
-      ok: false,
-      reason: `${soname} could not be loaded (${(err as Error).message}); install multipath-tools (Debian: apt-get install multipath-tools)`,
-    };
-  }
-  try {
-    libc = koffi.load('libc.so.6');
-  } catch (err) {
-    return { ok: false, reason: `libc.so.6 could not be loaded: ${(err as Error).message}` };
-  }
-  let connectFn: AsyncFn;
-  let processFn: AsyncFn;
-  let disconnectFn: (fd: number) => number;
-  let free: (ptr: bigint) => void;
-  try {
-    connectFn = handle.func('int mpath_connect(void)') as unknown as AsyncFn;
-    processFn = handle.func('int mpath_process_cmd(int fd, const char *cmd, _Out_ void **reply, unsigned int timeout)') as unknown as AsyncFn;
-    disconnectFn = handle.func('int mpath_disconnect(int fd)') as unknown as (fd: number) => number;
-    // The reply is malloc()ed by the library: release it with the same allocator.
-    free = libc.func('void free(void *ptr)') as unknown as (ptr: bigint) => void;
-  } catch (err) {
-    return { ok: false, reason: `${soname} lacks a symbol: ${(err as Error).message}` };
-  }
-
-  const path = mappedPath('libmpathcmd');
+function bindLibmpathcmd(library: OpenedLibrary): MpathCmdLib {
+  const connectFn = library.func<AsyncFn>('int mpath_connect(void)');
+  const processFn = library.func<AsyncFn>('int mpath_process_cmd(int fd, const char *cmd, _Out_ void **reply, unsigned int timeout)');
+  const disconnectFn = library.func<(fd: number) => number>('int mpath_disconnect(int fd)');
+  const path = library.mappedPath();
   let bytes: Buffer | undefined;
   try {
     if (path) bytes = fs.readFileSync(path);
   } catch {
     bytes = undefined;
   }
-
-  const lib: MpathCmdLib = {
+  return {
     path,
     socket: describeSocketAddress(bytes, process.env),
     connect() {
@@ -170,34 +131,36 @@ function tryLoad(soname: string): LoadResult {
         });
       });
     },
-    processCommand(fd, command, timeoutMs) {
-      if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 0xffffffff) {
-        return Promise.reject(new RangeError(`timeout ${timeoutMs} ms is not an unsigned int`));
-      }
-      if (command.includes('\0')) return Promise.reject(new RangeError('a multipathd command cannot contain NUL'));
-      return new Promise((resolve, reject) => {
-        const reply: (bigint | null)[] = [null];
-        processFn.async(fd, command, reply, timeoutMs, (err: unknown, rc: number) => {
-          const errno = koffi.errno();
-          const pointer = reply[0];
-          let text: string | undefined;
-          if (pointer) {
-            try {
-              text = koffi.decode(pointer, 'char', -1) as string;
-            } finally {
-              free(pointer);
-            }
-          }
-          if (err) reject(err);
-          else if (rc !== 0) reject(new MpathCmdError('process', errno, `command "${command.split(' ')[0]} ..."`));
-          else if (text === undefined) reject(new MpathCmdError('process', 0, 'no reply'));
-          else resolve(text);
-        });
-      });
-    },
+    processCommand: (fd, command, timeoutMs) => processCommand(processFn, fd, command, timeoutMs),
     disconnect(fd) {
       disconnectFn(fd);
     },
   };
-  return { ok: true, lib };
+}
+
+/** One mpath_process_cmd on a worker thread; the reply text without its trailing NUL. */
+function processCommand(processFn: AsyncFn, fd: number, command: string, timeoutMs: number): Promise<string> {
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 0xffffffff) {
+    return Promise.reject(new RangeError(`timeout ${timeoutMs} ms is not an unsigned int`));
+  }
+  if (command.includes('\0')) return Promise.reject(new RangeError('a multipathd command cannot contain NUL'));
+  return new Promise((resolve, reject) => {
+    const reply: (bigint | null)[] = [null];
+    processFn.async(fd, command, reply, timeoutMs, (err: unknown, rc: number) => {
+      const errno = koffi.errno();
+      const pointer = reply[0];
+      let text: string | undefined;
+      if (pointer) {
+        try {
+          text = koffi.decode(pointer, 'char', -1) as string;
+        } finally {
+          c_free(pointer);
+        }
+      }
+      if (err) reject(err);
+      else if (rc !== 0) reject(new MpathCmdError('process', errno, `command "${command.split(' ')[0]} ..."`));
+      else if (text === undefined) reject(new MpathCmdError('process', 0, 'no reply'));
+      else resolve(text);
+    });
+  });
 }

@@ -44,7 +44,7 @@ export class PrHelperClient {
           break;
         }
         // Backlog full: the server is alive but busy accepting.
-        if (attempt >= this.connectAttempts) throw new libc.SystemCallError('connect', libc.Errno.EAGAIN, path);
+        if (attempt >= this.connectAttempts) throw new libc.SystemCallError('connect', libc.LinuxErrno.EAGAIN, path);
         await new Promise((resolve) => setTimeout(resolve, Math.min(10 * attempt, 200)));
       }
       await this.handshake(connection);

@@ -10,34 +10,11 @@
 //   3. the driver-timeout test compares the driver byte's value (DRIVER_TIMEOUT = 6) instead
 //      of masking with 6, which would also match DRIVER_SOFT (2) and DRIVER_ERROR (4).
 
+// ffi/errno.ts is plain data (no koffi): importing it keeps this module pure.
+import { LinuxErrno } from '../../ffi/errno';
 import { Status } from './constants';
 import { checkCondition, good, Sense, statusOnly, type ScsiResult, type SenseCondition } from './sense';
 
-/**
- * Linux errno values (asm-generic/errno*.h, as on x86-64 and aarch64). Spelled out because
- * Node's os.constants.errno lacks EBADE, EREMOTEIO and ENOMEDIUM.
- */
-export const LinuxErrno = {
-  EPERM: 1,
-  EINTR: 4,
-  EIO: 5,
-  ENXIO: 6,
-  EBADF: 9,
-  EAGAIN: 11,
-  ENOMEM: 12,
-  EACCES: 13,
-  ENODEV: 19,
-  EINVAL: 22,
-  ENOTTY: 25,
-  ENOSPC: 28,
-  EDOM: 33,
-  EBADE: 52,
-  ENODATA: 61,
-  EOPNOTSUPP: 95,
-  ENOTCONN: 107,
-  EREMOTEIO: 121,
-  ENOMEDIUM: 123,
-} as const;
 const errno = LinuxErrno;
 
 /** Linux host byte values (DID_*, include/scsi/scsi_status.h). */

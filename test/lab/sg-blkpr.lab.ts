@@ -10,6 +10,7 @@
 import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
 import * as fs from 'fs';
+import { LinuxErrno } from '../../ffi/errno';
 import { sgIo } from '../../ffi/sg-io';
 import type { DeviceHandle, PrBackend } from '../../src/backends/backend';
 import { BlkprBackend } from '../../src/backends/blkpr/blkpr-backend';
@@ -29,7 +30,6 @@ import { describeHandle } from '../../src/device';
 import { passThroughPr } from '../../src/backends/sg/pass-through';
 import { SgBackend } from '../../src/backends/sg/sg-backend';
 import { PrInAction, PrType, Status } from '../../src/scsi/constants';
-import { LinuxErrno } from '../../src/scsi/errno-sense';
 import { decodeReadKeys } from '../../src/scsi/pr-in-data';
 import { decodeSense, describeSense, Sense, senseMatches, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
 import { labTopology, multipathd, readFullStatus, readKeys, readReservation, run } from './harness/lab-guest';

@@ -1,11 +1,11 @@
 import { expect } from 'chai';
 import { constants as osConstants } from 'os';
+import { LinuxErrno } from '../../ffi/errno';
 import { Status } from '../../src/scsi/constants';
 import {
   DriverStatus,
   HostErrorSense,
   HostStatus,
-  LinuxErrno,
   resultFromBlockPrReturn,
   resultFromErrno,
   resultFromHostStatus,

@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { prClear, prPreempt, prRegister, prRelease, prReserve, BlockPrType } from '../../ffi/block-pr';
+import { LinuxErrno } from '../../ffi/errno';
 import { NativeMemory, iow } from '../../ffi/ioctl';
 import { sgIo } from '../../ffi/sg-io';
 import type { DeviceHandle } from '../../src/backends/backend';
@@ -16,7 +17,6 @@ import { BlkprBackend } from '../../src/backends/blkpr/blkpr-backend';
 import { SgBackend } from '../../src/backends/sg/sg-backend';
 import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
 import { Status } from '../../src/scsi/constants';
-import { LinuxErrno } from '../../src/scsi/errno-sense';
 import { encodePrOutParameters } from '../../src/scsi/parameter-list';
 import { describeSense, Sense, senseMatches, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
 

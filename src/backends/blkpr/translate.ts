@@ -21,21 +21,15 @@
 //   SCOPE other than LU_SCOPE, or a TYPE that is not one of the six SPC-4 types, on the
 //   actions that use them   → INVALID FIELD IN CDB (the kernel has no value to carry them).
 
+import { BlockPrType, type BlockPrTypeCode } from '../../../ffi/block-pr-type';
 import { prOutAction } from '../../scsi/actions';
 import { isPrType, LU_SCOPE, PrOutAction, PrType } from '../../scsi/constants';
 import type { PrOutCommand } from '../../scsi/pr-command';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 
-/** enum pr_type of <linux/pr.h> (checked against ffi/block-pr.ts BlockPrType in the unit tests). */
-export const KernelPrType = {
-  WRITE_EXCLUSIVE: 1,
-  EXCLUSIVE_ACCESS: 2,
-  WRITE_EXCLUSIVE_REG_ONLY: 3,
-  EXCLUSIVE_ACCESS_REG_ONLY: 4,
-  WRITE_EXCLUSIVE_ALL_REGS: 5,
-  EXCLUSIVE_ACCESS_ALL_REGS: 6,
-} as const;
-export type KernelPrTypeCode = (typeof KernelPrType)[keyof typeof KernelPrType];
+/** enum pr_type of <linux/pr.h>, from the koffi-free ffi/block-pr-type.ts (this module stays pure). */
+export const KernelPrType = BlockPrType;
+export type KernelPrTypeCode = BlockPrTypeCode;
 
 const SCSI_TO_KERNEL_TYPE: ReadonlyMap<number, KernelPrTypeCode> = new Map<number, KernelPrTypeCode>([
   [PrType.WRITE_EXCLUSIVE, KernelPrType.WRITE_EXCLUSIVE],
