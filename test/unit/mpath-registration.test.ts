@@ -15,7 +15,7 @@ import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
 import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
 import type { PathTransport } from '../../src/backends/mpath/path-io';
 import { buildPrIn, buildPrOut, prOutCommand, type PrOutRequest } from '../../src/backends/pr-commands';
-import { defaultEngineOptions, execute } from '../../src/engine/engine';
+import { defaultEngineOptions, execute } from '../../src/engine';
 import { initialState, type Nexus, type PrState } from '../../src/engine/state';
 import { PrInAction, Status } from '../../src/scsi/constants';
 import { decodeReadKeys } from '../../src/scsi/pr-in-data';
