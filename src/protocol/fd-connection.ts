@@ -152,3 +152,16 @@ export class FdConnection {
     this.arm(this.idleInterest());
   }
 }
+
+/** Closes a raw fd the server owns, ignoring errors: a reply or a cleanup must still go on. */
+export function closeQuietly(fd: number): void {
+  try {
+    libc.close(fd);
+  } catch {
+    // EBADF here would be our bug, but a reply must still go out.
+  }
+}
+
+export function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) closeQuietly(fd);
+}

@@ -2,8 +2,10 @@
 export * from './messages';
 export * from './parser';
 export * from './serializer';
-export { PrHelperServer, removeStaleSocket, DEFAULT_SOCKET_MODE } from './server';
-export type { PrHelperExecute, PrHelperExecuteRequest, PrHelperServerOptions, PrHelperServerStats, ListenTarget, ConnectionClosedEvent } from './server';
+export { PrHelperServer } from './server';
+export type { PrHelperExecute, PrHelperExecuteRequest, PrHelperServerOptions, PrHelperServerStats, ConnectionClosedEvent } from './server-contract';
+export { removeStaleSocket, DEFAULT_SOCKET_MODE } from './listener';
+export type { ListenTarget } from './listener';
 export { PrHelperClient } from './client';
 export type { PrHelperClientOptions } from './client';
 export { ConnectionClosedError, FdConnection } from './fd-connection';

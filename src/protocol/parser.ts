@@ -34,10 +34,16 @@ import {
   transferLength,
 } from './messages';
 
-export type RequestParserEvent =
+/**
+ * What both parsers hand back: the peer's features word, one whole `Message`, or the
+ * violation that ends the conversation.
+ */
+type ParserEvent<Message> =
   | { readonly type: 'features'; readonly features: number }
-  | { readonly type: 'request'; readonly request: PrHelperRequest }
+  | Message
   | { readonly type: 'violation'; readonly error: ProtocolError };
+
+export type RequestParserEvent = ParserEvent<{ readonly type: 'request'; readonly request: PrHelperRequest }>;
 
 type RequestState = 'features' | 'cdb' | 'parameters' | 'failed';
 
@@ -198,10 +204,7 @@ export class RequestParser {
   }
 }
 
-export type ReplyParserEvent =
-  | { readonly type: 'features'; readonly features: number }
-  | { readonly type: 'reply'; readonly reply: PrHelperReply }
-  | { readonly type: 'violation'; readonly error: ProtocolError };
+export type ReplyParserEvent = ParserEvent<{ readonly type: 'reply'; readonly reply: PrHelperReply }>;
 
 type ReplyState = 'features' | 'header' | 'data' | 'failed';
 
