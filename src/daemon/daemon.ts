@@ -19,7 +19,7 @@ import { clearSocketActivationEnv, socketActivationFd } from '../protocol/socket
 import { ConfigError, type DaemonConfig } from './config';
 import { AccessControl, OPEN_ACCESS } from './access-control';
 import { ServiceNotifier } from './notify';
-import { establishPrivileges, takeReexecHandoff } from './privileges';
+import { establishPrivileges, takeReexecHandoff, type ReexecHandoff } from './privileges';
 
 export const VERSION: string = (() => {
   try {
@@ -85,89 +85,33 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusSettings }, logger: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
-  // Set when this image is the re-exec after the privilege drop: the socket is already bound.
-  const handoff = takeReexecHandoff();
-  const activatedFd = handoff ? undefined : socketActivationFd({ explicitPath: config.socketPath });
-  if (!handoff && activatedFd === undefined && !config.socketPath) throw new ConfigError('no socket path given and not socket-activated');
-  clearSocketActivationEnv();
+type StartConfig = DaemonConfig & { readonly dbus?: DbusSettings };
 
+export async function startDaemon(config: StartConfig, logger: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
+  const source = takeListenSource(config);
   // Backends are created only after the privilege drop, so the state store and everything
   // else they open belongs to the final user.
   let backends: BackendSet | undefined;
   const commandObservers = new CommandObservers();
   const access = new AccessControl(config.access ?? OPEN_ACCESS, logger);
   const notifier = new ServiceNotifier(logger);
-  const server = new PrHelperServer({
-    logger,
-    authorize: (peer) => access.authorize(peer),
-    // Part of admission, before any SCSI command: a device outside --allow-device never sees one.
-    guards: [function deviceAllowList(handle, _command, peer) {
-      return peer ? access.checkDevice(handle, peer) : undefined;
-    }],
-    execute: observeExecute(
-      ({ handle, command, peer, signal }) => access.withSlot(peer, signal, () => backends!.resolver.execute(handle, command, { peer, signal }), handle.path),
-      commandObservers,
-    ),
-  });
-  server.on('connectionClosed', (event) => {
-    // 'refused' connections were never counted (authorize said no, or never ran).
-    if (event.reason !== 'refused' && event.peer) access.connectionClosed(event.peer);
-  });
-  let listening: string;
-  let ownSocket: { path: string; ino: number } | undefined;
+  const server = createServer(access, commandObservers, () => backends!.resolver, logger);
+  let socket: ListeningSocket | undefined;
   try {
-    if (handoff) {
-      server.listen({ fd: handoff.listenFd });
-      listening = handoff.listening;
-      if (handoff.socketPath && handoff.socketIno !== undefined) ownSocket = { path: handoff.socketPath, ino: handoff.socketIno };
-    } else if (activatedFd !== undefined) {
-      server.listen({ fd: activatedFd });
-      listening = `fd ${activatedFd} (socket activation)`;
-    } else {
-      fs.mkdirSync(path.dirname(config.socketPath!), { recursive: true, mode: 0o755 });
-      server.listen({ path: config.socketPath!, mode: config.socketMode });
-      listening = config.socketPath!;
-      ownSocket = { path: config.socketPath!, ino: fs.statSync(config.socketPath!).ino };
-    }
-    if (config.pidfile && !handoff) fs.writeFileSync(config.pidfile, `${process.pid}\n`, { mode: 0o644 });
-    if (!handoff) notifier.status(`listening on ${listening}; dropping privileges`);
-    // As qemu-pr-helper: bind first, then give up privileges. May re-execute this process
-    // (same pid) and never return; the new image comes back here with `handoff` set.
-    if (config.keepPrivileges && (config.user !== undefined || config.group !== undefined)) {
-      throw new ConfigError('keepPrivileges cannot be combined with a user or group to switch to');
-    }
-    if (!config.keepPrivileges) {
-      establishPrivileges(
-        { user: config.user, group: config.group, backend: config.backend },
-        { handoff, listen: { listenFd: server.fd, listening, socketPath: ownSocket?.path, socketIno: ownSocket?.ino } },
-        logger,
-      );
-    }
+    socket = listen(server, config, source);
+    if (config.pidfile && !source.handoff) fs.writeFileSync(config.pidfile, `${process.pid}\n`, { mode: 0o644 });
+    if (!source.handoff) notifier.status(`listening on ${socket.listening}; dropping privileges`);
+    dropPrivileges(config, source.handoff, server, socket, logger);
     backends = createBackends(config, logger);
     await backends.emulated.ready();
   } catch (error) {
     await server.close();
     await backends?.resolver.close();
-    if (handoff) removeOwnSocket(ownSocket, logger);
+    if (source.handoff) removeOwnSocket(socket?.ownSocket, logger);
     throw error;
   }
-  // D-Bus is a view: without a usable bus the daemon logs one warning and serves anyway.
-  const dbus =
-    config.dbus?.enabled === false
-      ? undefined
-      : await startDbusServiceOrWarn({
-          logger,
-          version: VERSION,
-          busAddress: config.dbus?.address,
-          adminUids: config.dbus?.adminUids,
-          server,
-          resolver: backends.resolver,
-          emulated: backends.emulated,
-          observers: commandObservers,
-          multipathd: new MultipathdClient(),
-          statePath: config.statePath,
-        });
+  const { listening } = socket;
+  const dbus = await startDbus(config, server, backends, commandObservers, logger);
   logger.info(
     {
       listening,
@@ -182,31 +126,132 @@ export async function startDaemon(config: DaemonConfig & { readonly dbus?: DbusS
     `mpath-pr ready on ${listening}`,
   );
   notifier.ready(`serving on ${listening} (backend ${config.backend}, uid ${process.getuid?.()})`);
+  const close = closeDaemon({ config, handoff: source.handoff, ownSocket: socket.ownSocket, server, dbus, backends, notifier, logger });
+  return { server, access, notifier, backends, logger, listening, commandObservers, dbus, close };
+}
 
-  let closing: Promise<void> | undefined;
-  const ready = backends;
-  return {
-    server,
-    access,
-    notifier,
-    backends: ready,
+/** Where the listening socket comes from: this image before the re-exec, systemd, or a path to bind. */
+interface ListenSource {
+  /** Set when this image is the re-exec after the privilege drop: the socket is already bound. */
+  readonly handoff: ReexecHandoff | undefined;
+  readonly activatedFd: number | undefined;
+}
+
+function takeListenSource(config: StartConfig): ListenSource {
+  const handoff = takeReexecHandoff();
+  const activatedFd = handoff ? undefined : socketActivationFd({ explicitPath: config.socketPath });
+  if (!handoff && activatedFd === undefined && !config.socketPath) throw new ConfigError('no socket path given and not socket-activated');
+  clearSocketActivationEnv();
+  return { handoff, activatedFd };
+}
+
+/** The server every command goes through: access control per connection and per device, then the resolver's backend. */
+function createServer(access: AccessControl, commandObservers: CommandObservers, resolver: () => BackendResolver, logger: Logger): PrHelperServer {
+  const server = new PrHelperServer({
     logger,
-    listening,
-    commandObservers,
-    dbus,
-    close() {
-      closing ??= (async () => {
-        notifier.stopping(`stopping: finishing ${server.stats.connectionsActive} connections' commands`);
-        await server.close();
-        await dbus?.close();
-        await ready.resolver.close();
-        // After a re-exec the server adopted the fd and does not know the path.
-        if (handoff) removeOwnSocket(ownSocket, logger);
-        if (config.pidfile) removeQuietly(config.pidfile, 'pidfile', logger);
-        logger.info('mpath-pr stopped');
-      })();
-      return closing;
-    },
+    authorize: (peer) => access.authorize(peer),
+    // Part of admission, before any SCSI command: a device outside --allow-device never sees one.
+    guards: [function deviceAllowList(handle, _command, peer) {
+      return peer ? access.checkDevice(handle, peer) : undefined;
+    }],
+    execute: observeExecute(
+      ({ handle, command, peer, signal }) => access.withSlot(peer, signal, () => resolver().execute(handle, command, { peer, signal }), handle.path),
+      commandObservers,
+    ),
+  });
+  server.on('connectionClosed', (event) => {
+    // 'refused' connections were never counted (authorize said no, or never ran).
+    if (event.reason !== 'refused' && event.peer) access.connectionClosed(event.peer);
+  });
+  return server;
+}
+
+interface ListeningSocket {
+  /** Where the socket is, or 'fd 3 (socket activation)'. */
+  readonly listening: string;
+  /** The socket file this daemon bound, so that it can remove it when it stops. */
+  readonly ownSocket: { path: string; ino: number } | undefined;
+}
+
+function listen(server: PrHelperServer, config: StartConfig, { handoff, activatedFd }: ListenSource): ListeningSocket {
+  if (handoff) {
+    server.listen({ fd: handoff.listenFd });
+    const ownSocket = handoff.socketPath && handoff.socketIno !== undefined ? { path: handoff.socketPath, ino: handoff.socketIno } : undefined;
+    return { listening: handoff.listening, ownSocket };
+  }
+  if (activatedFd !== undefined) {
+    server.listen({ fd: activatedFd });
+    return { listening: `fd ${activatedFd} (socket activation)`, ownSocket: undefined };
+  }
+  fs.mkdirSync(path.dirname(config.socketPath!), { recursive: true, mode: 0o755 });
+  server.listen({ path: config.socketPath!, mode: config.socketMode });
+  return { listening: config.socketPath!, ownSocket: { path: config.socketPath!, ino: fs.statSync(config.socketPath!).ino } };
+}
+
+/**
+ * As qemu-pr-helper: bind first, then give up privileges. May re-execute this process
+ * (same pid) and never return; the new image comes back to startDaemon with `handoff` set.
+ */
+function dropPrivileges(config: StartConfig, handoff: ReexecHandoff | undefined, server: PrHelperServer, socket: ListeningSocket, logger: Logger): void {
+  if (config.keepPrivileges && (config.user !== undefined || config.group !== undefined)) {
+    throw new ConfigError('keepPrivileges cannot be combined with a user or group to switch to');
+  }
+  if (config.keepPrivileges) return;
+  establishPrivileges(
+    { user: config.user, group: config.group, backend: config.backend },
+    { handoff, listen: { listenFd: server.fd, listening: socket.listening, socketPath: socket.ownSocket?.path, socketIno: socket.ownSocket?.ino } },
+    logger,
+  );
+}
+
+/** D-Bus is a view: without a usable bus the daemon logs one warning and serves anyway. */
+async function startDbus(
+  config: StartConfig,
+  server: PrHelperServer,
+  backends: BackendSet,
+  observers: CommandObservers,
+  logger: Logger,
+): Promise<DbusService | undefined> {
+  if (config.dbus?.enabled === false) return undefined;
+  return startDbusServiceOrWarn({
+    logger,
+    version: VERSION,
+    busAddress: config.dbus?.address,
+    adminUids: config.dbus?.adminUids,
+    server,
+    resolver: backends.resolver,
+    emulated: backends.emulated,
+    observers,
+    multipathd: new MultipathdClient(),
+    statePath: config.statePath,
+  });
+}
+
+/** The returned Daemon's close(): one shutdown however often it is called. */
+function closeDaemon(parts: {
+  config: StartConfig;
+  handoff: ReexecHandoff | undefined;
+  ownSocket: ListeningSocket['ownSocket'];
+  server: PrHelperServer;
+  dbus: DbusService | undefined;
+  backends: BackendSet;
+  notifier: ServiceNotifier;
+  logger: Logger;
+}): () => Promise<void> {
+  const { config, handoff, ownSocket, server, dbus, backends, notifier, logger } = parts;
+  let closing: Promise<void> | undefined;
+  return () => {
+    closing ??= (async () => {
+      notifier.stopping(`stopping: finishing ${server.stats.connectionsActive} connections' commands`);
+      await server.close();
+      await dbus?.close();
+      await backends.resolver.close();
+      // After a re-exec the server adopted the fd and does not know the path.
+      if (handoff) removeOwnSocket(ownSocket, logger);
+      if (config.pidfile) removeQuietly(config.pidfile, 'pidfile', logger);
+      logger.info('mpath-pr stopped');
+    })();
+    return closing;
   };
 }
 
