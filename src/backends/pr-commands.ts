@@ -118,36 +118,28 @@ export type PrOutcome =
   | 'busy'
   | 'other';
 
+/** The status bytes that say all there is to say. */
+const OUTCOME_BY_STATUS: ReadonlyMap<number, PrOutcome> = new Map([
+  [Status.GOOD, 'good'],
+  [Status.RESERVATION_CONFLICT, 'reservation-conflict'],
+  [Status.BUSY, 'busy'],
+  [Status.TASK_SET_FULL, 'busy'],
+]);
+
+/** CHECK CONDITION, by sense key. */
+const OUTCOME_BY_SENSE_KEY: ReadonlyMap<number, PrOutcome> = new Map([
+  [SenseKey.ILLEGAL_REQUEST, 'illegal-request'],
+  [SenseKey.UNIT_ATTENTION, 'unit-attention'],
+  [SenseKey.NOT_READY, 'not-ready'],
+  [SenseKey.MEDIUM_ERROR, 'medium-or-hardware-error'],
+  [SenseKey.HARDWARE_ERROR, 'medium-or-hardware-error'],
+  [SenseKey.ABORTED_COMMAND, 'aborted-command'],
+]);
+
 export function classifyResult(result: ScsiResult): PrOutcome {
-  switch (result.status) {
-    case Status.GOOD:
-      return 'good';
-    case Status.RESERVATION_CONFLICT:
-      return 'reservation-conflict';
-    case Status.BUSY:
-    case Status.TASK_SET_FULL:
-      return 'busy';
-    case Status.CHECK_CONDITION: {
-      const sense = decodeSense(result.sense);
-      switch (sense?.key) {
-        case SenseKey.ILLEGAL_REQUEST:
-          return 'illegal-request';
-        case SenseKey.UNIT_ATTENTION:
-          return 'unit-attention';
-        case SenseKey.NOT_READY:
-          return 'not-ready';
-        case SenseKey.MEDIUM_ERROR:
-        case SenseKey.HARDWARE_ERROR:
-          return 'medium-or-hardware-error';
-        case SenseKey.ABORTED_COMMAND:
-          return 'aborted-command';
-        default:
-          return 'other';
-      }
-    }
-    default:
-      return 'other';
-  }
+  if (result.status !== Status.CHECK_CONDITION) return OUTCOME_BY_STATUS.get(result.status) ?? 'other';
+  const key = decodeSense(result.sense)?.key;
+  return (key !== undefined ? OUTCOME_BY_SENSE_KEY.get(key) : undefined) ?? 'other';
 }
 
 /** A command that did not end GOOD, carrying the full SCSI result. */

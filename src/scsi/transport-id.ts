@@ -13,6 +13,10 @@ export type DecodedTransportId = { ok: true; id: TransportId; length: number } |
 
 /** FC and SAS TransportIDs are always 24 bytes. */
 export const FIXED_TRANSPORT_ID_LENGTH = 24;
+/** SPC-4 FC TransportID: N_PORT_NAME in bytes 8..15. */
+const FC_PORT_NAME_OFFSET = 8;
+/** SPC-4 SAS TransportID: SAS ADDRESS in bytes 4..11. */
+const SAS_ADDRESS_OFFSET = 4;
 /** SPC-4 (iSCSI TransportID): the iSCSI ADDITIONAL LENGTH is at least 20 and a multiple of 4. */
 export const ISCSI_MIN_ADDITIONAL_LENGTH = 20;
 /**
@@ -47,23 +51,22 @@ function iscsiText(id: { name: string; isid?: string }): string {
   return id.isid === undefined ? id.name : `${id.name}${ISID_SEPARATOR}${id.isid}`;
 }
 
+/** An FC or SAS TransportID: the protocol identifier, then one 64-bit name at `offset`. */
+function encodeFixedLength(protocolId: number, field: string, name: bigint, offset: number): Buffer {
+  checkU64(field, name);
+  const out = Buffer.alloc(FIXED_TRANSPORT_ID_LENGTH);
+  out[0] = protocolId;
+  out.writeBigUInt64BE(name, offset);
+  return out;
+}
+
 /** Encodes a TransportID. Throws RangeError for values that cannot be represented. */
 export function encodeTransportId(id: TransportId): Buffer {
   switch (id.protocol) {
-    case 'fc': {
-      checkU64('portName', id.portName);
-      const out = Buffer.alloc(FIXED_TRANSPORT_ID_LENGTH);
-      out[0] = ProtocolId.FC;
-      out.writeBigUInt64BE(id.portName, 8);
-      return out;
-    }
-    case 'sas': {
-      checkU64('sasAddress', id.sasAddress);
-      const out = Buffer.alloc(FIXED_TRANSPORT_ID_LENGTH);
-      out[0] = ProtocolId.SAS;
-      out.writeBigUInt64BE(id.sasAddress, 4);
-      return out;
-    }
+    case 'fc':
+      return encodeFixedLength(ProtocolId.FC, 'portName', id.portName, FC_PORT_NAME_OFFSET);
+    case 'sas':
+      return encodeFixedLength(ProtocolId.SAS, 'sasAddress', id.sasAddress, SAS_ADDRESS_OFFSET);
     case 'iscsi': {
       if (!isValidIscsiName(id.name)) throw new RangeError(`invalid iSCSI name ${JSON.stringify(id.name)}`);
       if (id.isid !== undefined && !isValidIsid(id.isid)) throw new RangeError(`invalid ISID ${JSON.stringify(id.isid)} (12 hex digits)`);
@@ -98,7 +101,9 @@ export function decodeTransportId(buf: Uint8Array, offset: number): DecodedTrans
       if (format !== FORMAT_DEVICE_NAME) return { ok: false, reason: `${what} TransportID with format code ${format}` };
       if (available < FIXED_TRANSPORT_ID_LENGTH) return { ok: false, reason: `${what} TransportID truncated (${available} of 24 bytes)` };
       const id: TransportId =
-        protocol === ProtocolId.FC ? { protocol: 'fc', portName: view.readBigUInt64BE(8) } : { protocol: 'sas', sasAddress: view.readBigUInt64BE(4) };
+        protocol === ProtocolId.FC
+          ? { protocol: 'fc', portName: view.readBigUInt64BE(FC_PORT_NAME_OFFSET) }
+          : { protocol: 'sas', sasAddress: view.readBigUInt64BE(SAS_ADDRESS_OFFSET) };
       return { ok: true, id, length: FIXED_TRANSPORT_ID_LENGTH };
     }
     case ProtocolId.ISCSI: {
