@@ -23,6 +23,32 @@ export interface StoreOptions {
 }
 
 const SCHEMA_VERSION = 1;
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS logical_unit (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    delay_ms INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS host_path (
+    initiator TEXT NOT NULL,
+    path_index INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('active', 'failed')),
+    PRIMARY KEY (initiator, path_index)
+  );
+  CREATE TABLE IF NOT EXISTS host_key (
+    initiator TEXT NOT NULL,
+    lu TEXT NOT NULL,
+    key TEXT NOT NULL,
+    aptpl INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (initiator, lu)
+  );
+`;
+
+/** SQLITE_BUSY and its extended codes: another connection held a lock this one needed. */
+function isBusy(error: unknown): boolean {
+  return error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
+}
 
 export class EmulatedStore {
   readonly db: Database.Database;
@@ -37,43 +63,74 @@ export class EmulatedStore {
 
   constructor(path: string, options: StoreOptions = {}) {
     this.path = path;
-    this.db = new Database(path);
-    this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 10_000}`);
-    if (path !== ':memory:') this.db.pragma('journal_mode = WAL');
+    // better-sqlite3's timeout is SQLite's busy handler: how long a statement waits for
+    // another connection's lock before it fails with SQLITE_BUSY.
+    const busyTimeoutMs = options.busyTimeoutMs ?? 10_000;
+    this.db = new Database(path, { timeout: busyTimeoutMs });
+    if (path !== ':memory:') this.enterWalMode(busyTimeoutMs);
     this.db.pragma(`synchronous = ${options.durable === false ? 'OFF' : 'FULL'}`);
     this.transaction = this.db.transaction((fn: () => unknown) => fn());
     this.migrate();
   }
 
+  /**
+   * Puts the file in WAL mode, which the file keeps: only the first open of a new file
+   * changes it. SQLite refuses the change inside a transaction, and makes it by upgrading
+   * a read lock to an exclusive one; when another connection holds a lock at that moment
+   * it answers SQLITE_BUSY at once, without calling its busy handler. So when processes
+   * open a new file together, all but one can fail here. A loser waits for the winner's
+   * write lock to go and looks again; by then the file is in WAL mode and it changes
+   * nothing. Every wait is bounded by the busy timeout, like any statement's.
+   */
+  private enterWalMode(busyTimeoutMs: number): void {
+    const deadline = Date.now() + busyTimeoutMs;
+    for (;;) {
+      try {
+        if (this.db.pragma('journal_mode', { simple: true }) !== 'wal') this.db.pragma('journal_mode = WAL');
+        return;
+      } catch (error) {
+        if (!isBusy(error)) throw error;
+        if (Date.now() > deadline) {
+          throw new Error(`state file ${this.path} stayed locked by another process for ${busyTimeoutMs} ms while it was being switched to WAL mode`, {
+            cause: error,
+          });
+        }
+      }
+      this.waitForWriteLock();
+    }
+  }
+
+  /** Returns once no other connection holds the write lock, or after the busy timeout. */
+  private waitForWriteLock(): void {
+    try {
+      // Unlike the journal mode change, taking the write lock waits through the busy handler.
+      this.db.exec('BEGIN IMMEDIATE');
+      this.db.exec('ROLLBACK');
+    } catch (error) {
+      if (!isBusy(error)) throw error;
+    }
+  }
+
+  /**
+   * Creates or upgrades the schema. The check and the change happen under one write
+   * lock, so when several processes open a new file only the first one creates it; an
+   * open that finds the schema current takes no write lock at all.
+   */
   private migrate(): void {
+    if (this.schemaVersion() === SCHEMA_VERSION) return;
+    this.immediate(() => {
+      if (this.schemaVersion() === SCHEMA_VERSION) return;
+      this.db.exec(SCHEMA);
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    });
+  }
+
+  private schemaVersion(): number {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) {
       throw new Error(`state file ${this.path} has schema version ${version}; this mpath-pr understands up to ${SCHEMA_VERSION}`);
     }
-    this.immediate(() => {
-      this.db.exec(`
-        CREATE TABLE IF NOT EXISTS logical_unit (
-          id TEXT PRIMARY KEY,
-          state TEXT NOT NULL,
-          delay_ms INTEGER NOT NULL DEFAULT 0,
-          updated_at TEXT NOT NULL
-        );
-        CREATE TABLE IF NOT EXISTS host_path (
-          initiator TEXT NOT NULL,
-          path_index INTEGER NOT NULL,
-          state TEXT NOT NULL CHECK (state IN ('active', 'failed')),
-          PRIMARY KEY (initiator, path_index)
-        );
-        CREATE TABLE IF NOT EXISTS host_key (
-          initiator TEXT NOT NULL,
-          lu TEXT NOT NULL,
-          key TEXT NOT NULL,
-          aptpl INTEGER NOT NULL DEFAULT 0,
-          PRIMARY KEY (initiator, lu)
-        );
-      `);
-      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    });
+    return version;
   }
 
   /** Runs fn inside BEGIN IMMEDIATE ... COMMIT; an exception rolls everything back. */
