@@ -9,7 +9,7 @@ import * as pr from '../../src/backends/pr-commands';
 import { PrCommandError } from '../../src/backends/pr-commands';
 import { PrType, Status } from '../../src/scsi/constants';
 import { Sense, senseMatches } from '../../src/scsi/sense';
-import { nexusKey } from '../../src/engine/state';
+import { initialState, nexusKey, serializeState } from '../../src/engine/state';
 import { pathNexus } from '../../src/backends/emulated/multipath-host';
 import type { DeviceHandle } from '../../src/backends/backend';
 
@@ -176,6 +176,21 @@ for (const writerThread of [false, true]) describe(`emulated backend: a simulate
     let generations = 0;
     for (let n = 0; n < 4; n++) generations += hostA.readState(`/srv/emulated/lu${n}`).generation;
     expect(generations).to.equal(40 * 3); // three paths, one generation each
+  });
+
+  it('close() lets the commands already running finish, and refuses the ones that come after', async () => {
+    // A delayed LU keeps the commands running (waiting out the delay) when close() is called.
+    hostA.store.immediate(() => hostA.store.setLuDelayMs(lu.path, serializeState(initialState()), 20));
+    const running = [0xa1n, 0xa2n, 0xa3n].map((key) => pr.registerIgnore(runA, key));
+    const closed = hostA.close();
+    const late = await pr.prOut(runA, { action: 'register-ignore', serviceActionKey: 0xa4n });
+    expect(senseMatches(late.sense, Sense.LUN_COMMUNICATION_FAILURE)).to.equal(true);
+    await Promise.all(running); // each answered GOOD: the store was still open for it
+    await closed;
+    const keys = await pr.readKeys(runB);
+    expect(keys.generation).to.equal(3 * 3); // three REGISTER AND IGNOREs, each through host A's three paths
+    expect(keys.keys).to.have.length(3);
+    expect(new Set(keys.keys).size).to.equal(1);
   });
 
   it('state survives closing and reopening the file (durable before the reply)', async () => {

@@ -68,8 +68,11 @@ export class EmulatedBackend implements PrBackend {
   private readonly writer?: StoreWriter;
   private readonly logger?: EmulatedBackendOptions['logger'];
   private readonly listeners = new Set<(change: EmulatedChange) => void>();
-  private inFlight = 0;
   private closed = false;
+  /** Commands inside execute(); close() waits for the last one to leave. */
+  private running = 0;
+  /** Set while close() waits for running commands. */
+  private wakeClose: (() => void) | undefined;
 
   constructor(options: EmulatedBackendOptions) {
     this.store = new EmulatedStore(options.statePath, { durable: options.durable });
@@ -199,10 +202,24 @@ export class EmulatedBackend implements PrBackend {
     }
   }
 
+  /** execute() counts its commands in and out; the count reaching zero is the event close() waits for. */
+  private get inFlight(): number {
+    return this.running;
+  }
+
+  private set inFlight(count: number) {
+    this.running = count;
+    if (count === 0) this.wakeClose?.();
+  }
+
+  /**
+   * Refuses new commands, lets the running ones finish, then stops the writer thread
+   * (resolving once it has exited) and closes the state file.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    while (this.inFlight > 0) await sleep(5);
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.wakeClose = resolve));
     await this.writer?.close();
     this.store.close();
   }
