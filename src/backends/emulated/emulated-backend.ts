@@ -101,7 +101,7 @@ export class EmulatedBackend implements PrBackend {
 
   async execute(device: DeviceHandle, command: PrCommand, options: ExecuteOptions = {}): Promise<ScsiResult> {
     if (this.closed) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-    this.inFlight++;
+    this.running++;
     try {
       const lu = device.path;
       const delayMs = this.store.luDelayMs(lu);
@@ -119,7 +119,7 @@ export class EmulatedBackend implements PrBackend {
       this.logger?.error({ err, device: device.path, state: this.store.path }, 'emulated store failed; answering LUN COMMUNICATION FAILURE');
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     } finally {
-      this.inFlight--;
+      this.commandEnded();
     }
   }
 
@@ -202,14 +202,10 @@ export class EmulatedBackend implements PrBackend {
     }
   }
 
-  /** execute() counts its commands in and out; the count reaching zero is the event close() waits for. */
-  private get inFlight(): number {
-    return this.running;
-  }
-
-  private set inFlight(count: number) {
-    this.running = count;
-    if (count === 0) this.wakeClose?.();
+  /** A command of execute() has ended; the last one to end is the event close() waits for. */
+  private commandEnded(): void {
+    this.running--;
+    if (this.running === 0) this.wakeClose?.();
   }
 
   /**
@@ -219,7 +215,7 @@ export class EmulatedBackend implements PrBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.wakeClose = resolve));
+    if (this.running > 0) await new Promise<void>((resolve) => (this.wakeClose = resolve));
     await this.writer?.close();
     this.store.close();
   }
