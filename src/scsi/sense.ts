@@ -156,3 +156,13 @@ export function reservationConflict(): ScsiResult {
 export function statusOnly(status: number): ScsiResult {
   return { status, sense: EMPTY, dataIn: EMPTY };
 }
+
+/** The sense key of a CHECK CONDITION; undefined for any other status or sense that does not decode. */
+export function senseKeyOf(result: ScsiResult): number | undefined {
+  return result.status === Status.CHECK_CONDITION ? decodeSense(result.sense)?.key : undefined;
+}
+
+/** A UNIT ATTENTION condition (SAM-5 5.14): reported once per I_T nexus, so the command can be sent again. */
+export function isUnitAttention(result: ScsiResult): boolean {
+  return senseKeyOf(result) === SenseKey.UNIT_ATTENTION;
+}

@@ -27,7 +27,7 @@ import {
 import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
 import { ALL_PR_TYPES, PrInAction, PrOutAction, PrType, Status, SenseKey, prTypeName, statusName } from '../../src/scsi/constants';
 import { encodePrOutParameters } from '../../src/scsi/parameter-list';
-import { decodeSense, describeSense, encodeFixedSense, Sense, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
+import { decodeSense, describeSense, encodeFixedSense, isUnitAttention, Sense, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
 import { sameTransportId } from '../../src/scsi/transport-id';
 
 export const CONTRACT_CASES = [
@@ -92,10 +92,6 @@ function senseOf(result: ScsiResult): { key: number; asc: number; ascq: number }
 
 function describeResult(result: ScsiResult): string {
   return result.status === Status.CHECK_CONDITION ? `CHECK CONDITION ${describeSense(result.sense)}` : statusName(result.status);
-}
-
-function isUnitAttention(result: ScsiResult): boolean {
-  return result.status === Status.CHECK_CONDITION && decodeSense(result.sense)?.key === SenseKey.UNIT_ATTENTION;
 }
 
 /**

@@ -1,8 +1,11 @@
-// Which paths of a map miss a key (pure), and the VPD page 83h target port parser.
+// Which paths of a map miss a key (pure), the VPD page 83h target port parser, and which
+// results mean a path is gone.
 
 import { expect } from 'chai';
 import type { MapPath } from '../../src/device';
-import { pathsMissingKey, registrationsWithKey, type AnsweringPath, type SeenRegistration } from '../../src/backends/mpath/path-io';
+import { isTransportFailure, pathsMissingKey, registrationsWithKey, type AnsweringPath, type SeenRegistration } from '../../src/backends/mpath/path-io';
+import { Status } from '../../src/scsi/constants';
+import { checkCondition, good, Sense, statusOnly } from '../../src/scsi/sense';
 import { relativeTargetPortOf } from '../../src/scsi/vpd';
 
 const path = (name: string): MapPath => ({ name, rdev: { major: 8, minor: name.charCodeAt(2) } });
@@ -60,5 +63,21 @@ describe('VPD page 83h: relative target port identifier', function () {
     expect(relativeTargetPortOf(Uint8Array.from([0x00, 0x83]))).to.equal(undefined);
     // Association 00b (the logical unit) with type 4h is not the target port's identifier.
     expect(relativeTargetPortOf(Uint8Array.from([0x00, 0x83, 0x00, 0x08, 0x61, 0x04, 0x00, 0x04, 0, 0, 0, 2]))).to.equal(undefined);
+  });
+});
+
+describe('a path that is gone, told from a device that refused', function () {
+  it('counts BUSY, TASK SET FULL, ABORTED COMMAND and sense that does not decode as the path being gone', function () {
+    expect(isTransportFailure(statusOnly(Status.BUSY))).to.equal(true);
+    expect(isTransportFailure(statusOnly(Status.TASK_SET_FULL))).to.equal(true);
+    expect(isTransportFailure(checkCondition(Sense.LUN_COMMUNICATION_FAILURE))).to.equal(true);
+    expect(isTransportFailure({ status: Status.CHECK_CONDITION, sense: Buffer.alloc(0), dataIn: Buffer.alloc(0) })).to.equal(true);
+  });
+
+  it('counts the device\'s own refusals as answers', function () {
+    expect(isTransportFailure(statusOnly(Status.RESERVATION_CONFLICT))).to.equal(false);
+    expect(isTransportFailure(checkCondition(Sense.INVALID_FIELD_IN_CDB))).to.equal(false);
+    expect(isTransportFailure(checkCondition(Sense.REGISTRATIONS_PREEMPTED))).to.equal(false);
+    expect(isTransportFailure(good())).to.equal(false);
   });
 });

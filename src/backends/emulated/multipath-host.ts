@@ -16,10 +16,10 @@
 //    first (self-PREEMPT under the same type), so it can really be released;
 //  - the host never releases or clears another host's reservation by accident.
 
-import { Status, SenseKey } from '../../scsi/constants';
+import { Status } from '../../scsi/constants';
 import type { BasicPrOutCommand, PrCommand, PrOutCommand } from '../../scsi/pr-command';
 import { prOutCommand } from '../pr-commands';
-import { checkCondition, decodeSense, Sense, type ScsiResult } from '../../scsi/sense';
+import { checkCondition, isUnitAttention, Sense, type ScsiResult } from '../../scsi/sense';
 import { transportIdKey, type TransportId } from '../../scsi/transport-id';
 import { execute, type EngineOptions } from '../../engine';
 import { ALL_REGISTRANTS, nexusKey, type Nexus, type PrState } from '../../engine/state';
@@ -51,10 +51,6 @@ const UNIT_ATTENTION_RETRIES = 5;
 
 export function pathNexus(host: SimulatedHost, pathIndex: number): Nexus {
   return { initiator: host.initiator, targetPort: pathIndex + 1 };
-}
-
-function isUnitAttention(result: ScsiResult): boolean {
-  return result.status === Status.CHECK_CONDITION && decodeSense(result.sense)?.key === SenseKey.UNIT_ATTENTION;
 }
 
 interface PathRun {

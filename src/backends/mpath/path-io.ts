@@ -3,11 +3,11 @@
 // does slowly: the REGISTER fan-out, the per-path check after it, and the repairs.
 
 import * as fs from 'fs';
-import { PrInAction, Status } from '../../scsi/constants';
+import { PrInAction, SenseKey, Status } from '../../scsi/constants';
 import type { PrCommand, PrInCommand } from '../../scsi/pr-command';
 import { prInCommand, prOutCommand } from '../pr-commands';
 import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation, type InDataDecodeResult, type ReadKeysData } from '../../scsi/pr-in-data';
-import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
+import { checkCondition, isUnitAttention, Sense, senseKeyOf, type ScsiResult } from '../../scsi/sense';
 import { passThroughPr } from '../sg/pass-through';
 import { hostDeviceTree, pathNode, type MapPath, type DeviceTree } from '../../device';
 
@@ -37,29 +37,17 @@ function keysOf(read: { ok: true; value: ReadKeysData } | { ok: false; result: S
   return read.ok ? { ok: true, keys: read.value.keys } : read;
 }
 
-/** The sense key of fixed (0x70/0x71) or descriptor (0x72/0x73) sense data. */
-function senseKey(sense: Buffer): number {
-  const format = sense[0] & 0x7f;
-  return (format === 0x72 || format === 0x73 ? sense[1] : sense[2]) & 0x0f;
-}
-
-function isIllegalRequest(result: ScsiResult): boolean {
-  return result.status === Status.CHECK_CONDITION && result.sense.length > 2 && senseKey(result.sense) === 0x05;
-}
-
-export function isUnitAttention(result: ScsiResult): boolean {
-  return result.status === Status.CHECK_CONDITION && result.sense.length > 2 && senseKey(result.sense) === 0x06;
-}
-
 /**
  * Results that mean "this path is gone", not "the device refused": errno and host-status
  * failures, which resultFromSgIo turns into ABORTED COMMAND, BUSY or TASK SET FULL (a
- * device's own refusal is ILLEGAL REQUEST or RESERVATION CONFLICT), and no sense at all.
+ * device's own refusal is ILLEGAL REQUEST or RESERVATION CONFLICT), and CHECK CONDITION
+ * without sense that decodes.
  */
 export function isTransportFailure(result: ScsiResult): boolean {
   if (result.status === Status.BUSY || result.status === Status.TASK_SET_FULL) return true;
   if (result.status !== Status.CHECK_CONDITION) return false;
-  return result.sense.length <= 2 || senseKey(result.sense) === 0x0b;
+  const key = senseKeyOf(result);
+  return key === undefined || key === SenseKey.ABORTED_COMMAND;
 }
 
 /** How a command reaches one path: SG_IO on the path's node, or a fake in tests. */
@@ -170,7 +158,7 @@ export class PathIo {
       if (decoded.ok && !decoded.truncated) {
         return { ok: true, registrations: decoded.value.descriptors.map((d) => ({ key: d.key, relativeTargetPort: d.relativeTargetPort, allTgPt: d.allTgPt })) };
       }
-    } else if (!isIllegalRequest(result)) {
+    } else if (senseKeyOf(result) !== SenseKey.ILLEGAL_REQUEST) {
       return { ok: false, result };
     }
     const keys = await this.readKeys(fd);
