@@ -12,12 +12,11 @@
 // It only reads; repairs happen through the daemon (REGISTER AND IGNORE through the map).
 
 import * as fs from 'fs';
-import { readHostReservationKeySetting } from '../backends/mpath/mpath-backend';
 import { MpathWorkerClient } from '../backends/mpath/mpath-worker-client';
 import { formatDevNumber, listMultipathMaps, mapPaths, pathNode, type DeviceTree } from '../device';
 import { PathIo } from '../backends/mpath/path-io';
 import type { MultipathdClient } from '../multipathd/client';
-import type { ReservationKeySetting } from '../multipathd/multipath-conf';
+import { readHostReservationKeySetting, type ReservationKeySetting } from '../multipathd/multipath-conf';
 import { Status } from '../scsi/constants';
 import { describeSense } from '../scsi/sense';
 

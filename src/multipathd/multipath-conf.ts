@@ -1,11 +1,14 @@
-// Reads the reservation_key setting out of multipath.conf text, so the daemon can warn when
-// it is missing: without it multipathd never registers new or reinstated paths, and I/O
-// through them fails with RESERVATION CONFLICT.
+// Reads the reservation_key setting out of multipath.conf and its config_dir, so the daemon
+// can warn when it is missing: without it multipathd never registers new or reinstated
+// paths, and I/O through them fails with RESERVATION CONFLICT.
 //
 // Tokenizing follows libmpathutil/parser.c (0.9.4): one statement per line, words split on
 // whitespace, '"' quotes, '#' or '!' start a comment, '{' and '}' are words of their own.
 // Files from config_dir (/etc/multipath/conf.d/*.conf) are read after multipath.conf by
 // multipathd; callers pass their texts in that order to readReservationKeySettingFromFiles.
+
+import * as fs from 'fs';
+import { formatPrKey } from './commands';
 
 export type ReservationKeySource = 'file' | 'key' | 'none';
 
@@ -205,4 +208,48 @@ export function readReservationKeySettingFromFiles(texts: readonly string[]): Re
     ...(whereIgnored.length > 0 ? { whereIgnored } : {}),
     ...(invalid.length > 0 ? { invalid } : {}),
   };
+}
+
+/** Reads multipath.conf and its config_dir the way multipathd 0.9.4 does (conf.d after the main file). */
+export function readHostReservationKeySetting(confPath = '/etc/multipath.conf', confDir = '/etc/multipath/conf.d'): ReservationKeySetting {
+  const texts: string[] = [];
+  try {
+    texts.push(fs.readFileSync(confPath, 'utf8'));
+  } catch {
+    // No multipath.conf: multipathd runs on built-in defaults, which have no reservation_key.
+  }
+  try {
+    for (const name of fs.readdirSync(confDir).filter((n) => n.endsWith('.conf')).sort()) {
+      try {
+        texts.push(fs.readFileSync(`${confDir}/${name}`, 'utf8'));
+      } catch {
+        // Unreadable drop-in: multipathd would skip it too.
+      }
+    }
+  } catch {
+    // No config_dir.
+  }
+  return readReservationKeySettingFromFiles(texts);
+}
+
+/** What a PR helper must tell the operator about a setting other than `reservation_key file`, with the log fields; undefined when it is fine. */
+export function reservationKeyWarning(setting: ReservationKeySetting): { readonly fields: Record<string, unknown>; readonly message: string } | undefined {
+  switch (setting.source) {
+    case 'none':
+      return {
+        fields: { whereIgnored: setting.whereIgnored },
+        message:
+          'multipath.conf has no reservation_key in defaults{}: multipathd will NOT register paths that are added or reinstated, ' +
+          'and I/O through them will fail with RESERVATION CONFLICT once a reservation is held. Add `reservation_key file` to defaults{} in /etc/multipath.conf.',
+      };
+    case 'key':
+      return {
+        fields: { key: setting.key !== undefined ? formatPrKey(setting.key, false) : undefined },
+        message:
+          'multipath.conf sets a fixed reservation_key: every other key is refused, as libmpathpersist does (the guest sees LUN COMMUNICATION FAILURE), ' +
+          'and multipathd cannot be told a new key. `reservation_key file` is what a PR helper needs.',
+      };
+    case 'file':
+      return undefined;
+  }
 }

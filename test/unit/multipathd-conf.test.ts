@@ -1,10 +1,13 @@
 import { expect } from 'chai';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import {
   parseReservationKeyValue,
+  readHostReservationKeySetting,
   readReservationKeySetting,
   readReservationKeySettingFromFiles,
+  reservationKeyWarning,
   tokenizeConfLine,
 } from '../../src/multipathd/multipath-conf';
 
@@ -86,6 +89,29 @@ describe('multipath.conf reservation_key', function () {
   it('reads config_dir files after multipath.conf', function () {
     const setting = readReservationKeySettingFromFiles(['defaults {\n reservation_key 0x1\n}', 'defaults {\n reservation_key file\n}']);
     expect(setting.source).to.equal('file');
+  });
+
+  it('reads the host files: multipath.conf, then the config_dir *.conf files in name order', function () {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'multipath-conf-test-'));
+    try {
+      const conf = path.join(dir, 'multipath.conf');
+      const confDir = path.join(dir, 'conf.d');
+      expect(readHostReservationKeySetting(conf, confDir), 'neither exists').to.deep.equal({ source: 'none' });
+      fs.writeFileSync(conf, 'defaults {\n reservation_key 0x1\n}\n');
+      fs.mkdirSync(confDir);
+      fs.writeFileSync(path.join(confDir, 'b.conf'), 'defaults {\n reservation_key 0x3\n}\n');
+      fs.writeFileSync(path.join(confDir, 'a.conf'), 'defaults {\n reservation_key file\n}\n');
+      fs.writeFileSync(path.join(confDir, 'c.conf.disabled'), 'defaults {\n reservation_key file\n}\n');
+      expect(readHostReservationKeySetting(conf, confDir)).to.deep.equal({ source: 'key', key: 3n, aptpl: false });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('warns about every setting but `reservation_key file`', function () {
+    expect(reservationKeyWarning({ source: 'file' })).to.equal(undefined);
+    expect(reservationKeyWarning({ source: 'none' })?.message).to.include('no reservation_key').and.include('reservation_key file');
+    expect(reservationKeyWarning({ source: 'key', key: 0xabn })).to.deep.include({ fields: { key: '0xab' } });
   });
 
   it('tokenizes like libmpathutil alloc_strvec', function () {

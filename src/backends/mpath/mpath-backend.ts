@@ -32,11 +32,10 @@
 // during a command answers CHECK CONDITION, ABORTED COMMAND / LOGICAL UNIT COMMUNICATION
 // FAILURE (0B/08/00), which is what QEMU shows a guest when libmpathpersist fails.
 
-import * as fs from 'fs';
 import { loadLibmpathpersist, MPATH_PR, mpathPrName } from '../../../ffi/libmpathpersist';
 import { sgIo } from '../../../ffi/sg-io';
 import { MultipathdClient } from '../../multipathd/client';
-import { readReservationKeySettingFromFiles, type ReservationKeySetting } from '../../multipathd/multipath-conf';
+import { readHostReservationKeySetting, reservationKeyWarning, type ReservationKeySetting } from '../../multipathd/multipath-conf';
 import { PrOutAction, PrType, Status } from '../../scsi/constants';
 import { resultFromSgIo } from '../../scsi/errno-sense';
 import { checkCondition, good, reservationConflict, Sense, type ScsiResult } from '../../scsi/sense';
@@ -59,8 +58,8 @@ export interface MpathBackendOptions {
   readonly worker?: MpathWorkerClient | MpathWorkerClientOptions;
   /** multipathd, for keeping prkey/prstatus in step; null to leave multipathd alone. */
   readonly multipathd?: MultipathdClient | null;
-  /** multipath.conf's reservation_key setting; read from /etc/multipath.conf(.d) when absent. */
-  readonly reservationKeySetting?: ReservationKeySetting;
+  /** multipath.conf's reservation_key setting (src/multipathd/multipath-conf.ts reads the host's). */
+  readonly reservationKeySetting: ReservationKeySetting;
   /** SCSI timeout for the per-path SG_IO commands and TEST UNIT READY. */
   readonly sgTimeoutMs?: number;
   /** libmpathpersist verbosity (0..4); its log goes to the logger at debug. */
@@ -96,28 +95,6 @@ function hex(key: bigint): string {
   return `0x${key.toString(16)}`;
 }
 
-/** Reads multipath.conf and its config_dir the way multipathd 0.9.4 does (conf.d after the main file). */
-export function readHostReservationKeySetting(confPath = '/etc/multipath.conf', confDir = '/etc/multipath/conf.d'): ReservationKeySetting {
-  const texts: string[] = [];
-  try {
-    texts.push(fs.readFileSync(confPath, 'utf8'));
-  } catch {
-    // No multipath.conf: multipathd runs on built-in defaults, which have no reservation_key.
-  }
-  try {
-    for (const name of fs.readdirSync(confDir).filter((n) => n.endsWith('.conf')).sort()) {
-      try {
-        texts.push(fs.readFileSync(`${confDir}/${name}`, 'utf8'));
-      } catch {
-        // Unreadable drop-in: multipathd would skip it too.
-      }
-    }
-  } catch {
-    // No config_dir.
-  }
-  return readReservationKeySettingFromFiles(texts);
-}
-
 export class MpathBackend implements PrBackend {
   readonly name = 'mpath' as const;
   /**
@@ -128,7 +105,7 @@ export class MpathBackend implements PrBackend {
   private readonly injectedWorker?: MpathWorkerClient;
   private readonly workerOptions: MpathWorkerClientOptions;
   private readonly workers = new Map<string, MpathWorkerClient>();
-  readonly reservationKeySetting: ReservationKeySetting;
+  private readonly reservationKeySetting: ReservationKeySetting;
   private readonly logger?: WorkerLogger;
   private readonly multipathd: MultipathdClient | null;
   private readonly sgTimeoutMs: number;
@@ -141,7 +118,7 @@ export class MpathBackend implements PrBackend {
   /** The report of the last command per map, for tests and diagnostics. */
   readonly lastReport = new Map<string, MpathCommandReport>();
 
-  constructor(options: MpathBackendOptions = {}) {
+  constructor(options: MpathBackendOptions) {
     this.logger = options.logger;
     if (options.worker instanceof MpathWorkerClient) this.injectedWorker = options.worker;
     this.workerOptions = { logger: options.logger, ...(options.worker instanceof MpathWorkerClient ? {} : options.worker) };
@@ -150,7 +127,7 @@ export class MpathBackend implements PrBackend {
     this.verbosity = options.libraryVerbosity ?? 2;
     this.deviceTree = options.deviceTree ?? hostDeviceTree;
     this.paths = new PathIo({ timeoutMs: this.sgTimeoutMs, deviceTree: this.deviceTree, transport: options.pathTransport });
-    this.reservationKeySetting = options.reservationKeySetting ?? readHostReservationKeySetting();
+    this.reservationKeySetting = options.reservationKeySetting;
     this.returningPaths = new ReturningPathWatch((map, registration) => this.checkReturningPaths(map, registration), {
       ...options.returningPaths,
       onError: (map, err) => this.logger?.warn({ map: formatDevNumber(map), reason: (err as Error).message }, 'mpath: checking returning paths failed; will try again'),
@@ -159,20 +136,8 @@ export class MpathBackend implements PrBackend {
   }
 
   private warnAboutReservationKey(): void {
-    const setting = this.reservationKeySetting;
-    if (setting.source === 'none') {
-      this.logger?.warn(
-        { whereIgnored: setting.whereIgnored },
-        'multipath.conf has no reservation_key in defaults{}: multipathd will NOT register paths that are added or reinstated, ' +
-          'and I/O through them will fail with RESERVATION CONFLICT once a reservation is held. Add `reservation_key file` to defaults{} in /etc/multipath.conf.',
-      );
-    } else if (setting.source === 'key') {
-      this.logger?.warn(
-        { key: setting.key !== undefined ? hex(setting.key) : undefined },
-        'multipath.conf sets a fixed reservation_key: every other key is refused, as libmpathpersist does (the guest sees LUN COMMUNICATION FAILURE), ' +
-          'and multipathd cannot be told a new key. `reservation_key file` is what a PR helper needs.',
-      );
-    }
+    const warning = reservationKeyWarning(this.reservationKeySetting);
+    if (warning) this.logger?.warn(warning.fields, warning.message);
   }
 
   async execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult> {
@@ -591,11 +556,15 @@ function perScsiHostIf(allTgPt: boolean, paths: readonly OpenedPath[]): readonly
 }
 
 /**
- * The mpath backend if libmpathpersist is installed. Loading it here only maps the library
- * (no library code runs in this process); every call happens in the worker.
+ * The mpath backend if libmpathpersist is installed, with the host's multipathd and
+ * multipath.conf unless given. Loading the library here only maps it (no library code runs
+ * in this process); every call happens in the worker.
  */
-export function createMpathBackend(options: MpathBackendOptions = {}): { ok: true; backend: MpathBackend } | { ok: false; reason: string } {
+export function createMpathBackend(
+  options: Partial<MpathBackendOptions> = {},
+): { ok: true; backend: MpathBackend } | { ok: false; reason: string } {
   const loaded = loadLibmpathpersist();
   if (!loaded.ok) return { ok: false, reason: loaded.reason };
-  return { ok: true, backend: new MpathBackend({ multipathd: new MultipathdClient(), ...options }) };
+  const reservationKeySetting = options.reservationKeySetting ?? readHostReservationKeySetting();
+  return { ok: true, backend: new MpathBackend({ multipathd: new MultipathdClient(), ...options, reservationKeySetting }) };
 }
