@@ -12,6 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import type { DeviceHandle } from '../../src/backends/backend';
 import { MpathBackend } from '../../src/backends/mpath/mpath-backend';
+import { MPATH_REPORT_MESSAGE, type MpathCommandReport } from '../../src/backends/mpath/mpath-log';
 import type { WorkerLogger } from '../../src/backends/mpath/mpath-worker-client';
 import type { PathTransport } from '../../src/backends/mpath/path-io';
 import { buildPrIn, buildPrOut, prOutCommand, type PrOutRequest } from '../../src/backends/pr-commands';
@@ -98,12 +99,15 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
   let backend: MpathBackend;
   let handle: DeviceHandle;
   const messages: string[] = [];
-  const sink = (_obj: unknown, msg?: string) => {
+  const reports: MpathCommandReport[] = [];
+  const sink = (obj: unknown, msg?: string) => {
     messages.push(msg ?? '');
+    if (msg === MPATH_REPORT_MESSAGE) reports.push(obj as MpathCommandReport);
   };
   const logger = { debug: sink, info: sink, warn: sink, error: sink } as unknown as WorkerLogger;
   const register = (request: PrOutRequest) => backend.execute(handle, prOutCommand(request));
-  const report = () => backend.lastReport.get('mpathf');
+  /** What the backend last reported doing on the paths of the map. */
+  const report = () => reports.filter((r) => r.map === 'mpathf').at(-1);
 
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-registration-test-'));
@@ -124,6 +128,7 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
   beforeEach(() => {
     san = new FakeSan();
     messages.length = 0;
+    reports.length = 0;
     backend = new MpathBackend({
       logger,
       multipathd: null,

@@ -91,3 +91,8 @@ export function planMpathCommand(command: PrCommand): MpathPlan {
 export function libraryFlags(plan: { aptpl: boolean; allTgPt: boolean }): number {
   return (plan.aptpl ? 0x01 : 0) | (plan.allTgPt ? 0x04 : 0);
 }
+
+/** A PR IN the backend sends (on a path, or to the library). */
+export type MpathInPlan = Extract<MpathPlan, { kind: 'in' }>;
+/** A PR OUT the backend sends (fanned out over the paths, or to the library). */
+export type MpathOutPlan = Extract<MpathPlan, { kind: 'out' }>;
