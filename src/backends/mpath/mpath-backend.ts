@@ -119,13 +119,6 @@ export class MpathBackend implements PrBackend {
     await Promise.all([...this.workers.values(), ...(this.injectedWorker ? [this.injectedWorker] : [])].map((worker) => worker.close()));
   }
 
-  /** How many times a library child was started, over every map (tests, diagnostics). */
-  get workerStarts(): number {
-    let starts = this.injectedWorker?.starts ?? 0;
-    for (const worker of this.workers.values()) starts += worker.starts;
-    return starts;
-  }
-
   private workerFor(rdev: DevNumber): MpathWorkerClient {
     if (this.injectedWorker) return this.injectedWorker;
     const key = formatDevNumber(rdev);

@@ -51,6 +51,9 @@ interface Running {
 
 const STDERR_TAIL_LINES = 20;
 
+/** Logged at debug each time a child is forked, with the count of starts so far. */
+export const WORKER_STARTING_MESSAGE = 'starting the libmpathpersist worker';
+
 export class MpathWorkerClient {
   private readonly workerPath: string;
   private readonly logger?: WorkerLogger;
@@ -174,6 +177,7 @@ export class MpathWorkerClient {
 
   private start(): Promise<Running | { reason: string }> {
     this.starts++;
+    this.logger?.debug({ workerPath: this.workerPath, start: this.starts }, WORKER_STARTING_MESSAGE);
     let child: ChildProcess;
     try {
       child = fork(this.workerPath, [], {
