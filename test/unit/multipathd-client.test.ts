@@ -15,23 +15,10 @@ import { describeSocketAddress, loadLibmpathcmd } from '../../ffi/libmpathcmd';
 import { MultipathdClient, type MultipathdTransport } from '../../src/multipathd/client';
 import { Commands } from '../../src/multipathd/commands';
 import { MultipathdError } from '../../src/multipathd/replies';
+import { scriptedMultipathd as scripted } from '../support/scripted-multipathd';
 
 const FIXTURES = path.resolve(__dirname, '../../../fixtures/multipathd/from-source');
 const fixture = (name: string): string => fs.readFileSync(path.join(FIXTURES, name), 'utf8');
-
-function scripted(replies: Record<string, string | Error>): MultipathdTransport & { sent: string[] } {
-  const sent: string[] = [];
-  return {
-    sent,
-    async send(command) {
-      sent.push(command);
-      const reply = replies[command];
-      if (reply === undefined) throw new Error(`unexpected command ${command}`);
-      if (reply instanceof Error) throw reply;
-      return reply;
-    },
-  };
-}
 
 async function rejection(p: Promise<unknown>): Promise<MultipathdError> {
   try {
