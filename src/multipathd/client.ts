@@ -115,70 +115,63 @@ export class MultipathdClient {
     return run;
   }
 
+  /** Sends a command and reads its reply with `parse`, which throws MultipathdError for a reply it does not expect. */
+  private async ask<T>(command: string, parse: (command: string, reply: string) => T): Promise<T> {
+    return parse(command, await this.send(command));
+  }
+
   /** Sends a command and throws MultipathdError for fail/timeout/permission/unknown-command replies. */
   async command(command: string): Promise<string> {
-    return checkReply(command, await this.send(command));
+    return this.ask(command, checkReply);
   }
 
   async showMapsJson(): Promise<JsonMap[]> {
-    const cmd = Commands.showMapsJson();
-    return parseMapsJson(cmd, await this.send(cmd));
+    return this.ask(Commands.showMapsJson(), parseMapsJson);
   }
 
   async showMapJson(map: string): Promise<JsonMap> {
-    const cmd = Commands.showMapJson(map);
-    return parseMapJson(cmd, await this.send(cmd));
+    return this.ask(Commands.showMapJson(map), parseMapJson);
   }
 
   async showPaths(): Promise<PathInfo[]> {
-    const cmd = Commands.showPaths();
-    return parsePathsTable(cmd, await this.send(cmd));
+    return this.ask(Commands.showPaths(), parsePathsTable);
   }
 
   async showDaemon(): Promise<DaemonStatus> {
-    const cmd = Commands.showDaemon();
-    return parseDaemon(cmd, await this.send(cmd));
+    return this.ask(Commands.showDaemon(), parseDaemon);
   }
 
   async getPrStatus(map: string): Promise<PrStatus> {
-    const cmd = Commands.getPrStatus(map);
-    return parsePrStatus(cmd, await this.send(cmd));
+    return this.ask(Commands.getPrStatus(map), parsePrStatus);
   }
 
   async setPrStatus(map: string): Promise<void> {
-    const cmd = Commands.setPrStatus(map);
-    parseOk(cmd, await this.send(cmd));
+    return this.ask(Commands.setPrStatus(map), parseOk);
   }
 
   async unsetPrStatus(map: string): Promise<void> {
-    const cmd = Commands.unsetPrStatus(map);
-    parseOk(cmd, await this.send(cmd));
+    return this.ask(Commands.unsetPrStatus(map), parseOk);
   }
 
   async getPrKey(map: string): Promise<PrKey | null> {
-    const cmd = Commands.getPrKey(map);
-    return parsePrKey(cmd, await this.send(cmd));
+    return this.ask(Commands.getPrKey(map), parsePrKey);
   }
 
   /** Works only with `reservation_key file` in multipath.conf; otherwise multipathd answers "fail". */
   async setPrKey(map: string, key: bigint, aptpl: boolean): Promise<void> {
-    const cmd = Commands.setPrKey(map, key, aptpl);
-    parseOk(cmd, await this.send(cmd));
+    return this.ask(Commands.setPrKey(map, key, aptpl), parseOk);
   }
 
   async unsetPrKey(map: string): Promise<void> {
-    const cmd = Commands.unsetPrKey(map);
-    parseOk(cmd, await this.send(cmd));
+    return this.ask(Commands.unsetPrKey(map), parseOk);
   }
 
   async failPath(path: string): Promise<void> {
-    const cmd = Commands.failPath(path);
-    parseOk(cmd, await this.send(cmd));
+    return this.ask(Commands.failPath(path), parseOk);
   }
 
   async reinstatePath(path: string): Promise<void> {
-    const cmd = Commands.reinstatePath(path);
-    parseOk(cmd, await this.send(cmd));
+    return this.ask(Commands.reinstatePath(path), parseOk);
   }
 
   /**

@@ -1,6 +1,6 @@
 // Pure parsers for multipathd replies, written against multipath-tools 0.9.4
 // (multipathd/uxlsnr.c default_reply, multipathd/cli.c do_genhelp, multipathd/cli_handlers.c,
-// libmultipath/print.c) and the newer formats noted in shared/reference. No I/O here.
+// libmultipath/print.c) and the formats of newer releases where they differ. No I/O here.
 
 export type MultipathdErrorKind =
   /** multipathd answered "fail" (the map or path is unknown, or the action failed). */

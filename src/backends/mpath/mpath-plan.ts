@@ -1,5 +1,5 @@
-// What the mpath backend does with one CDB and parameter list, decided without I/O. The
-// checks are qemu-pr-helper's for multipath fds (shared/reference/qemu-pr-helper.md §2),
+// What the mpath backend does with one admitted command, decided without I/O. The checks
+// are qemu-pr-helper's for multipath fds (QEMU scsi/qemu-pr-helper.c),
 // with two documented refusals where the library cannot do the job:
 //
 // - REGISTER AND MOVE (SA 7): struct prout_param_descriptor cannot carry its parameter list

@@ -1,5 +1,5 @@
 // MPATH_PR_* return codes of libmpathpersist → SCSI status and sense, as qemu-pr-helper's
-// mpath_reconstruct_sense() does it (shared/reference/qemu-pr-helper.md §3), so guests see
+// mpath_reconstruct_sense() does it (QEMU scsi/qemu-pr-helper.c), so guests see
 // the same answers as with qemu-pr-helper.
 //
 // libmpathpersist swallows the device's sense data and only returns a class. For the
@@ -17,38 +17,40 @@ export type MpathResultPlan =
   /** Send TEST UNIT READY; return its result if it is not GOOD, else CHECK CONDITION with `fallback`. */
   | { readonly action: 'test-unit-ready'; readonly fallback: SenseCondition };
 
-/** The fixed part of the mapping, one row per return code (pure, no I/O). */
+/** Send TEST UNIT READY for the device's own sense, with `fallback` when it has none. */
+function askTheDevice(fallback: SenseCondition): MpathResultPlan {
+  return { action: 'test-unit-ready', fallback };
+}
+
+function answer(sense: SenseCondition): MpathResultPlan {
+  return { action: 'check-condition', sense };
+}
+
+/** The fixed part of the mapping, one row per return code. */
+const PLANS: ReadonlyMap<number, MpathResultPlan> = new Map([
+  [MPATH_PR.SUCCESS, { action: 'good' }],
+  [MPATH_PR.SENSE_NOT_READY, askTheDevice(Sense.NOT_READY_CAUSE_NOT_REPORTABLE)],
+  [MPATH_PR.SENSE_MEDIUM_ERROR, askTheDevice(Sense.READ_ERROR)],
+  [MPATH_PR.SENSE_HARDWARE_ERROR, askTheDevice(Sense.TARGET_FAILURE)],
+  [MPATH_PR.SENSE_ABORTED_COMMAND, askTheDevice(Sense.IO_ERROR)],
+  // The library retried the command and lost the unit attention; a bus reset makes the
+  // guest re-read what it needs.
+  [MPATH_PR.SENSE_UNIT_ATTENTION, answer(Sense.SCSI_BUS_RESET)],
+  [MPATH_PR.SENSE_INVALID_OP, answer(Sense.INVALID_OPCODE)],
+  // Sense key 5 with the ASC lost; qemu guesses INVALID FIELD IN PARAMETER LIST.
+  [MPATH_PR.ILLEGAL_REQ, answer(Sense.INVALID_FIELD_IN_PARAMETER_LIST)],
+  [MPATH_PR.NO_SENSE, answer(Sense.NO_SENSE)],
+  [MPATH_PR.RESERV_CONFLICT, { action: 'reservation-conflict' }],
+]);
+
+// SYNTAX_ERROR (including "configured reservation key doesn't match"), FILE_ERROR,
+// DMMP_ERROR, THREAD_ERROR, OTHER, MALFORMED, the newer internal codes, and the raw -1 that
+// 0.9.4 returns when ioctl() fails.
+const OTHERWISE = answer(Sense.LUN_COMMUNICATION_FAILURE);
+
+/** The fixed part of the mapping for one return code (pure, no I/O). */
 export function planMpathResult(rc: number): MpathResultPlan {
-  switch (rc) {
-    case MPATH_PR.SUCCESS:
-      return { action: 'good' };
-    case MPATH_PR.SENSE_NOT_READY:
-      return { action: 'test-unit-ready', fallback: Sense.NOT_READY_CAUSE_NOT_REPORTABLE };
-    case MPATH_PR.SENSE_MEDIUM_ERROR:
-      return { action: 'test-unit-ready', fallback: Sense.READ_ERROR };
-    case MPATH_PR.SENSE_HARDWARE_ERROR:
-      return { action: 'test-unit-ready', fallback: Sense.TARGET_FAILURE };
-    case MPATH_PR.SENSE_ABORTED_COMMAND:
-      return { action: 'test-unit-ready', fallback: Sense.IO_ERROR };
-    case MPATH_PR.SENSE_UNIT_ATTENTION:
-      // The library retried the command and lost the unit attention; a bus reset makes the
-      // guest re-read what it needs.
-      return { action: 'check-condition', sense: Sense.SCSI_BUS_RESET };
-    case MPATH_PR.SENSE_INVALID_OP:
-      return { action: 'check-condition', sense: Sense.INVALID_OPCODE };
-    case MPATH_PR.ILLEGAL_REQ:
-      // Sense key 5 with the ASC lost; qemu guesses INVALID FIELD IN PARAMETER LIST.
-      return { action: 'check-condition', sense: Sense.INVALID_FIELD_IN_PARAMETER_LIST };
-    case MPATH_PR.NO_SENSE:
-      return { action: 'check-condition', sense: Sense.NO_SENSE };
-    case MPATH_PR.RESERV_CONFLICT:
-      return { action: 'reservation-conflict' };
-    default:
-      // SYNTAX_ERROR (including "configured reservation key doesn't match"), FILE_ERROR,
-      // DMMP_ERROR, THREAD_ERROR, OTHER, MALFORMED, the newer internal codes, and the raw -1
-      // that 0.9.4 returns when ioctl() fails.
-      return { action: 'check-condition', sense: Sense.LUN_COMMUNICATION_FAILURE };
-  }
+  return PLANS.get(rc) ?? OTHERWISE;
 }
 
 export interface MpathResultOptions {
