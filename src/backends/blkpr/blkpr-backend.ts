@@ -22,12 +22,13 @@ import { fstat } from '../../../ffi/libc';
 import { prClear, prPreempt, prRegister, prRelease, prReserve, PR_FL_IGNORE_KEY, type BlockPrOutcome } from '../../../ffi/block-pr';
 import { Status } from '../../scsi/constants';
 import { resultFromBlockPrReturn } from '../../scsi/errno-sense';
-import { checkCondition, Sense, statusOnly, type ScsiResult } from '../../scsi/sense';
+import { statusOnly, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { describeHandle, deviceKey, hostDeviceTree, sameDevNumber, type MapPath, type DeviceTree } from '../../device';
+import { KernelCommandQueue, scsiTimeoutMs } from '../kernel-queue';
+import { describeHandle, hostDeviceTree, sameDevNumber, type MapPath, type DeviceTree } from '../../device';
 import type { PrCommand, PrInCommand } from '../../scsi/pr-command';
-import { DeviceQueue } from '../sg/device-queue';
-import { DEFAULT_SG_TIMEOUT_MS, passThroughPr, type PassThroughOutcome } from '../sg/pass-through';
+import type { DeviceQueue } from '../sg/device-queue';
+import { passThroughPr, type PassThroughOutcome } from '../sg/pass-through';
 import { translatePrOut, type BlockPrOperation } from './translate';
 
 export interface BlkprBackendOptions {
@@ -74,37 +75,31 @@ export function runBlockPrOperation(fd: number, operation: BlockPrOperation): Pr
 export class BlkprBackend implements PrBackend {
   readonly name = 'blkpr' as const;
   readonly timeoutMs: number;
-  private readonly queue: DeviceQueue;
+  private readonly commands: KernelCommandQueue;
   private readonly deviceTree: DeviceTree;
   private readonly prOutAttempts: number;
-  private closed = false;
 
   constructor(options: BlkprBackendOptions = {}) {
-    this.timeoutMs = options.timeoutMs ?? DEFAULT_SG_TIMEOUT_MS;
-    if (!Number.isInteger(this.timeoutMs) || this.timeoutMs <= 0) throw new RangeError(`timeoutMs must be a positive integer, got ${this.timeoutMs}`);
-    this.queue = options.queue ?? new DeviceQueue();
+    this.timeoutMs = scsiTimeoutMs(options.timeoutMs);
+    this.commands = new KernelCommandQueue('BlkprBackend', options.queue);
     this.deviceTree = options.deviceTree ?? hostDeviceTree;
     this.prOutAttempts = options.prOutAttempts ?? PR_OUT_ATTEMPTS;
     if (!Number.isInteger(this.prOutAttempts) || this.prOutAttempts < 1) throw new RangeError(`prOutAttempts must be a positive integer, got ${this.prOutAttempts}`);
   }
 
   async execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult> {
-    if (this.closed) throw new Error('BlkprBackend is closed');
-    if (command.direction === 'in') {
-      if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-      return this.queue.run(deviceKey(device), () => this.prIn(device, command), options?.signal);
-    }
+    this.commands.assertOpen();
+    if (command.direction === 'in') return this.commands.run(device, () => this.prIn(device, command), options);
     const translation = translatePrOut(command);
     if (!translation.ok) return translation.result;
-    if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     const operation = translation.operation;
-    return this.queue.run(
-      deviceKey(device),
-      async () => {
+    return this.commands.run(
+      device,
+      async (fd) => {
         let outcome: BlockPrOutcome;
         for (let attempt = 1; ; attempt++) {
           try {
-            outcome = await runBlockPrOperation(device.fd, operation);
+            outcome = await runBlockPrOperation(fd, operation);
           } catch {
             return statusOnly(Status.TASK_SET_FULL); // koffi's async queue is full
           }
@@ -112,7 +107,7 @@ export class BlkprBackend implements PrBackend {
         }
         return resultFromBlockPrReturn(outcome.ret, outcome.errno);
       },
-      options?.signal,
+      options,
     );
   }
 
@@ -146,8 +141,8 @@ export class BlkprBackend implements PrBackend {
     }
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    await this.queue.idle();
+  /** Waits for queued and running commands; refuses new ones. */
+  close(): Promise<void> {
+    return this.commands.close();
   }
 }

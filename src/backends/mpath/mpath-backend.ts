@@ -24,8 +24,7 @@ import { PrOutAction } from '../../scsi/constants';
 import type { PrCommand } from '../../scsi/pr-command';
 import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { DeviceQueue } from '../sg/device-queue';
-import { DEFAULT_SG_TIMEOUT_MS } from '../sg/pass-through';
+import { KernelCommandQueue, scsiTimeoutMs } from '../kernel-queue';
 import { LibraryCalls } from './library-calls';
 import { mapOf, type MapDevice } from './map-device';
 import { planMpathCommand, type MpathPlan } from './mpath-plan';
@@ -68,8 +67,7 @@ export class MpathBackend implements PrBackend {
   private readonly workers = new Map<string, MpathWorkerClient>();
   private readonly logger?: WorkerLogger;
   private readonly deviceTree: DeviceTree;
-  private readonly queue = new DeviceQueue();
-  private closed = false;
+  private readonly commands = new KernelCommandQueue('MpathBackend');
   private readonly returningPaths: ReturningPathWatch;
   private readonly paths: PathIo;
   private readonly registrar: PathRegistrar;
@@ -79,7 +77,7 @@ export class MpathBackend implements PrBackend {
     this.logger = options.logger;
     if (options.worker instanceof MpathWorkerClient) this.injectedWorker = options.worker;
     this.workerOptions = { logger: options.logger, ...(options.worker instanceof MpathWorkerClient ? {} : options.worker) };
-    const sgTimeoutMs = options.sgTimeoutMs ?? DEFAULT_SG_TIMEOUT_MS;
+    const sgTimeoutMs = scsiTimeoutMs(options.sgTimeoutMs);
     this.deviceTree = options.deviceTree ?? hostDeviceTree;
     this.paths = new PathIo({ timeoutMs: sgTimeoutMs, deviceTree: this.deviceTree, transport: options.pathTransport });
     this.returningPaths = new ReturningPathWatch((map, registration) => this.checkReturningPaths(map, registration), {
@@ -97,7 +95,7 @@ export class MpathBackend implements PrBackend {
   }
 
   async execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult> {
-    if (this.closed) throw new Error('MpathBackend is closed');
+    this.commands.assertOpen();
     const plan = planMpathCommand(command);
     if (plan.kind === 'refuse') {
       this.logger?.debug({ device: device.path, reason: plan.reason }, 'mpath: command refused');
@@ -109,13 +107,12 @@ export class MpathBackend implements PrBackend {
       this.logger?.warn({ device: device.path }, 'mpath: no open block device to work on');
       return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
     }
-    return this.queue.run(formatDevNumber(rdev), () => this.run(device, mapOf(rdev, description), plan), options?.signal);
+    return this.commands.run(device, () => this.run(device, mapOf(rdev, description), plan), options, formatDevNumber(rdev));
   }
 
   async close(): Promise<void> {
-    this.closed = true;
     this.returningPaths.close();
-    await this.queue.idle();
+    await this.commands.close();
     await Promise.all([...this.workers.values(), ...(this.injectedWorker ? [this.injectedWorker] : [])].map((worker) => worker.close()));
   }
 
@@ -145,7 +142,7 @@ export class MpathBackend implements PrBackend {
 
   /** The returning-path watch's check, in the map's queue so it never races the guest's own commands. */
   private checkReturningPaths(rdev: DevNumber, registration: WatchedRegistration): Promise<'done' | 'waiting'> {
-    return this.queue.run(formatDevNumber(rdev), () => {
+    return this.commands.queue.run(formatDevNumber(rdev), () => {
       // Outside any command, so the map is described afresh: paths come and go between checks.
       const mapDevice = mapOf(rdev, describeIdentity({ kind: 'block', rdev }, formatDevNumber(rdev), this.deviceTree));
       return this.registrar.registerReturningPaths(mapDevice, registration);

@@ -3,12 +3,12 @@
 // single-path SCSI disk or an sg node; on a dm-multipath map the kernel would send each
 // command down one path only, which is why the resolver never picks this for mpath maps.
 
-import { checkCondition, Sense, type ScsiResult } from '../../scsi/sense';
+import type { ScsiResult } from '../../scsi/sense';
 import type { DeviceHandle, ExecuteOptions, PrBackend } from '../backend';
-import { deviceKey } from '../../device';
+import { KernelCommandQueue, scsiTimeoutMs } from '../kernel-queue';
 import type { PrCommand } from '../../scsi/pr-command';
-import { DeviceQueue } from './device-queue';
-import { DEFAULT_SG_TIMEOUT_MS, passThroughPr } from './pass-through';
+import type { DeviceQueue } from './device-queue';
+import { passThroughPr } from './pass-through';
 
 export interface SgBackendOptions {
   /** SCSI command timeout handed to the kernel, in ms (default 30 s). */
@@ -20,24 +20,19 @@ export interface SgBackendOptions {
 export class SgBackend implements PrBackend {
   readonly name = 'sg' as const;
   readonly timeoutMs: number;
-  private readonly queue: DeviceQueue;
-  private closed = false;
+  private readonly commands: KernelCommandQueue;
 
   constructor(options: SgBackendOptions = {}) {
-    this.timeoutMs = options.timeoutMs ?? DEFAULT_SG_TIMEOUT_MS;
-    if (!Number.isInteger(this.timeoutMs) || this.timeoutMs <= 0) throw new RangeError(`timeoutMs must be a positive integer, got ${this.timeoutMs}`);
-    this.queue = options.queue ?? new DeviceQueue();
+    this.timeoutMs = scsiTimeoutMs(options.timeoutMs);
+    this.commands = new KernelCommandQueue('SgBackend', options.queue);
   }
 
   async execute(device: DeviceHandle, command: PrCommand, options?: ExecuteOptions): Promise<ScsiResult> {
-    if (this.closed) throw new Error('SgBackend is closed');
-    if (device.fd < 0) return checkCondition(Sense.LUN_COMMUNICATION_FAILURE);
-    return this.queue.run(deviceKey(device), async () => (await passThroughPr(device.fd, command, this.timeoutMs)).result, options?.signal);
+    return this.commands.run(device, async (fd) => (await passThroughPr(fd, command, this.timeoutMs)).result, options);
   }
 
   /** Waits for queued and running commands; refuses new ones. */
-  async close(): Promise<void> {
-    this.closed = true;
-    await this.queue.idle();
+  close(): Promise<void> {
+    return this.commands.close();
   }
 }
