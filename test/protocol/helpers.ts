@@ -1,36 +1,8 @@
-// Shared test utilities for the protocol suites: fd accounting, raw protocol clients, and
-// waits that resolve on events (never on elapsed time).
+// Test utilities for the protocol suites: a raw protocol client, and a wait for a pipe's end
+// of file that resolves on the event (never on elapsed time).
 
-import * as fs from 'fs';
 import * as libc from '../../ffi/libc';
 import { FdConnection } from '../../src/protocol/fd-connection';
-
-/** Number of open fds of a process. */
-export function openFdCount(pid: number | 'self' = 'self'): number {
-  return fs.readdirSync(`/proc/${pid}/fd`).length;
-}
-
-/** The set of open fd numbers of this process. */
-export function openFds(pid: number | 'self' = 'self'): Set<number> {
-  return new Set(fs.readdirSync(`/proc/${pid}/fd`).map(Number));
-}
-
-/**
- * How many fds of process `pid` refer to the same open object as our `fd` (same
- * /proc/.../fd link target, e.g. "pipe:[1234]"). Our own fd counts when pid is 'self'.
- */
-export function holdersOf(fd: number, pid: number | 'self' = 'self'): number {
-  const target = fs.readlinkSync(`/proc/self/fd/${fd}`);
-  let count = 0;
-  for (const entry of fs.readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (fs.readlinkSync(`/proc/${pid}/fd/${entry}`) === target) count++;
-    } catch {
-      // Closed while we looked (e.g. the readdir fd itself).
-    }
-  }
-  return count;
-}
 
 /**
  * A protocol client that sends exactly the bytes and fds it is told to, for byte-exact and
@@ -88,17 +60,6 @@ export class RawClient {
     this.buffered = Buffer.concat([this.buffered, message.bytes]);
     return true;
   }
-}
-
-/** A promise with its resolve function exposed, for commands the test finishes by hand. */
-export function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (error: unknown) => void } {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 }
 
 /** Resolves when a pipe's read end reports end of file (every write end closed); rejects on data. */

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as libc from '../../ffi/libc';
-import { openFdCount } from './helpers';
+import { openFdCount } from '../support/proc';
 
 describe('ffi/libc', () => {
   let before: number;

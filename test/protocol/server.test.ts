@@ -16,7 +16,9 @@ import { PrHelperClient } from '../../src/protocol/client';
 import { ConnectionClosedError } from '../../src/protocol/fd-connection';
 import { ConnectionClosedEvent, PrHelperExecuteRequest, PrHelperServer, PrHelperServerOptions } from '../../src/protocol/server';
 import { SocketActivationError, socketActivationFd } from '../../src/protocol/socket-activation';
-import { RawClient, deferred, holdersOf, openFdCount, pipeEof } from './helpers';
+import { RawClient, pipeEof } from './helpers';
+import { holdersOf, openFdCount } from '../support/proc';
+import { deferred, rejectionOf } from '../support/wait';
 
 const wire = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../../fixtures/protocol/qemu-wire.json'), 'utf8')) as {
   replies: Array<{ name: string; hex: string }>;
@@ -42,15 +44,6 @@ function parameterList(key: bigint, serviceActionKey: bigint): Buffer {
   list.writeBigUInt64BE(key, 0);
   list.writeBigUInt64BE(serviceActionKey, 8);
   return list;
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
 }
 
 interface Harness {

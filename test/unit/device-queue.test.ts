@@ -1,20 +1,6 @@
 import { expect } from 'chai';
 import { DeviceQueue } from '../../src/backends/sg/device-queue';
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(err: unknown): void;
-}
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+import { deferred, rejectionOf } from '../support/wait';
 
 /** Lets every already-settled promise callback run. */
 async function flush(): Promise<void> {
@@ -66,20 +52,8 @@ describe('DeviceQueue: one command in flight per device', function () {
       throw new Error('sync throw');
     });
     const next = queue.run('k', async () => 'next');
-    let message = '';
-    try {
-      await failing;
-    } catch (err) {
-      message = (err as Error).message;
-    }
-    expect(message).to.equal('device exploded');
-    message = '';
-    try {
-      await throwingSync;
-    } catch (err) {
-      message = (err as Error).message;
-    }
-    expect(message).to.equal('sync throw');
+    expect(((await rejectionOf(failing)) as Error).message).to.equal('device exploded');
+    expect(((await rejectionOf(throwingSync)) as Error).message).to.equal('sync throw');
     expect(await next).to.equal('next');
   });
 
@@ -88,16 +62,13 @@ describe('DeviceQueue: one command in flight per device', function () {
     const controller = new AbortController();
     controller.abort(new Error('client went away'));
     let ran = false;
-    let message = '';
-    try {
-      await queue.run('k', async () => {
+    const refused = await rejectionOf(
+      queue.run('k', async () => {
         ran = true;
-      }, controller.signal);
-    } catch (err) {
-      message = (err as Error).message;
-    }
+      }, controller.signal),
+    );
     expect(ran).to.equal(false);
-    expect(message).to.equal('client went away');
+    expect((refused as Error).message).to.equal('client went away');
   });
 
   it('aborting a waiting task removes it from the queue at once', async function () {
@@ -111,13 +82,7 @@ describe('DeviceQueue: one command in flight per device', function () {
     }, controller.signal);
     expect(queue.size).to.equal(2);
     controller.abort();
-    let name = '';
-    try {
-      await waiting;
-    } catch (err) {
-      name = (err as Error).name;
-    }
-    expect(name).to.equal('AbortError');
+    expect(((await rejectionOf(waiting)) as Error).name).to.equal('AbortError');
     expect(queue.size).to.equal(1);
     hung.resolve();
     await running;

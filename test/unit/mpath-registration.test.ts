@@ -21,7 +21,7 @@ import { initialState, type Nexus, type PrState } from '../../src/engine/state';
 import { PrInAction, Status } from '../../src/scsi/constants';
 import { decodeReadKeys } from '../../src/scsi/pr-in-data';
 import { checkCondition, describeSense, good, Sense, senseMatches, type ScsiResult } from '../../src/scsi/sense';
-import { eventually } from '../integration/serve-process';
+import { ManualClock } from '../support/clock';
 import { FakeSysfs } from '../support/fake-sysfs';
 
 const PATHS = { sdx: { dev: '8:16', host: 2, targetPort: 1 }, sdy: { dev: '8:32', host: 3, targetPort: 2 } } as const;
@@ -92,8 +92,11 @@ class FakeSan {
 }
 
 
+// The returning-path watch runs on a manual clock: every recheck it would make within the
+// advanced time has run when advance() returns.
 describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN: the SPC-4 engine as the LU, one nexus per path)', function () {
   let dir: string;
+  let clock: ManualClock;
   let fake: FakeSysfs;
   let san: FakeSan;
   let backend: MpathBackend;
@@ -126,6 +129,7 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     fake.remove();
   });
   beforeEach(() => {
+    clock = new ManualClock().install();
     san = new FakeSan();
     messages.length = 0;
     reports.length = 0;
@@ -138,7 +142,10 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
       returningPaths: { intervalMs: 10, maxIntervalMs: 20 },
     });
   });
-  afterEach(() => backend.close());
+  afterEach(async () => {
+    await backend.close();
+    clock.uninstall();
+  });
 
   it('REGISTER AND IGNORE reaches every path, and GOOD comes with the key on each nexus', async function () {
     const result = await register({ action: 'register-ignore', serviceActionKey: K1 });
@@ -188,10 +195,12 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     expect(result.status, describeSense(result.sense)).to.equal(Status.GOOD);
     expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([K1, undefined]);
     expect(report()?.unreachablePaths).to.deep.equal(['sdy']);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await clock.advance(1_000);
     expect(san.keyOn('sdy'), 'not while it is still down').to.equal(undefined);
+    expect(clock.pending, 'the watch keeps checking').to.equal(1);
     san.offline.delete('sdy');
-    await eventually(() => san.keyOn('sdy') === K1, 'sdy registered by the watch');
+    await clock.advance(1_000);
+    expect(san.keyOn('sdy'), 'sdy registered by the watch').to.equal(K1);
     expect(messages).to.include('mpath: registered the key on paths that answer again');
   });
 
@@ -201,8 +210,9 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
     expect(san.out(OTHER_HOST, { action: 'register', serviceActionKey: 0xb1n }).status).to.equal(Status.GOOD);
     expect(san.out(OTHER_HOST, { action: 'preempt', reservationKey: 0xb1n, serviceActionKey: K1, type: 5 }).status).to.equal(Status.GOOD);
     san.offline.delete('sdy');
-    await eventually(() => messages.some((m) => m.includes('registered nowhere now')), 'the watch to give up');
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await clock.advance(1_000);
+    expect(messages.some((m) => m.includes('registered nowhere now')), 'the watch to give up').to.equal(true);
+    expect(clock.pending, 'no recheck left').to.equal(0);
     expect([san.keyOn('sdx'), san.keyOn('sdy')]).to.deep.equal([undefined, undefined]);
   });
 
@@ -269,9 +279,11 @@ describe('mpath per-path I/O: REGISTER fan-out, returning paths, PR IN (FAKE SAN
   it('a later registration replaces the watched key, and unregistering ends the watch', async function () {
     san.offline.add('sdy');
     expect((await register({ action: 'register-ignore', serviceActionKey: K1 })).status).to.equal(Status.GOOD);
+    expect(clock.pending, 'the watch of K1').to.equal(1);
     expect((await register({ action: 'register-ignore', serviceActionKey: 0n })).status).to.equal(Status.GOOD);
+    expect(clock.pending, 'no watch after unregistering').to.equal(0);
     san.offline.delete('sdy');
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await clock.advance(1_000);
     expect(san.state.registrations, 'nothing registered behind the guest\'s back').to.deep.equal([]);
   });
 });
