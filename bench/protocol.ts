@@ -2,15 +2,15 @@
 // qemu-pr-helper answering the same client loop on the same regular file, plus the
 // daemons' memory. Clients run in worker_threads (see protocol-worker.ts).
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { PrHelperClient } from '../src/protocol/client';
 import { buildPrOut } from '../src/backends/pr-commands';
 import { statusName } from '../src/scsi/constants';
-import { percentiles, readCpuTimeUs, readProcStatus, REPO_ROOT, round, throughput, type Metric } from './measure';
+import { launchDaemon, MPATH_PR } from '../test/support/daemon';
+import { percentiles, readCpuTimeUs, readProcStatus, round, throughput, type Metric } from './measure';
 import type { FromWorker, ProtocolOp, ToWorker, WorkerSetup } from './protocol-worker';
 
 export type ServerKind = 'ours' | 'ours-tmpfs' | 'peer';
@@ -27,80 +27,32 @@ export interface ServerHandle {
 /** Debian's qemu-pr-helper; BENCH_PEER_BINARY points at another build (or at nothing, to test the no-peer path). */
 export const PEER_BINARY = process.env.BENCH_PEER_BINARY || '/usr/bin/qemu-pr-helper';
 
-async function waitUntilServing(child: ChildProcess, socketPath: string, logPath: string): Promise<void> {
-  let exit: string | undefined;
-  child.once('exit', (code, signal) => (exit = `exited (code ${code}, signal ${signal})`));
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (exit) throw new Error(`server ${exit} before serving; log ${logPath}:\n${readTail(logPath)}`);
-    if (fs.existsSync(socketPath)) {
-      const client = new PrHelperClient({ connectAttempts: 1 });
-      try {
-        await client.connect(socketPath);
-        client.close();
-        return;
-      } catch {
-        client.close();
-      }
-    }
-    if (Date.now() > deadline) throw new Error(`server did not accept on ${socketPath} within 15 s; log ${logPath}:\n${readTail(logPath)}`);
-    await sleep(50);
-  }
-}
-
-function readTail(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8').split('\n').slice(-15).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-async function startProcess(kind: ServerKind, file: string, args: string[], socketPath: string, logPath: string): Promise<ServerHandle> {
-  const log = fs.openSync(logPath, 'w');
-  const child = spawn(file, args, { stdio: ['ignore', log, log] });
-  fs.closeSync(log);
-  if (child.pid === undefined) {
-    await new Promise((resolve) => child.once('error', resolve));
-    throw new Error(`cannot start ${file}`);
-  }
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const handle: ServerHandle = {
+async function startProcess(kind: ServerKind, file: string, args: string[], socketPath: string, logPath: string, program: boolean): Promise<ServerHandle> {
+  // Output to a file: the bench process must not spend its time reading the daemon's log.
+  const daemon = await launchDaemon(file, args, { program, ready: { socket: socketPath }, logFile: logPath });
+  return {
     kind,
-    pid: child.pid,
+    pid: daemon.pid,
     socketPath,
     logPath,
-    command: [file, ...args].join(' '),
+    command: [...(program ? [] : [process.execPath]), file, ...args].join(' '),
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      const timedOut = await Promise.race([exited.then(() => false), sleep(5000).then(() => true)]);
-      if (timedOut) {
-        child.kill('SIGKILL');
-        await exited;
-      }
+      await daemon.stop('SIGTERM', { killAfterMs: 5000 });
     },
   };
-  try {
-    await waitUntilServing(child, socketPath, logPath);
-  } catch (error) {
-    await handle.stop();
-    throw error;
-  }
-  return handle;
 }
 
 /** Our daemon with the emulated backend, production settings (durable state, info log to a file). */
 export function startOurs(kind: 'ours' | 'ours-tmpfs', dir: string, stateDir: string): Promise<ServerHandle> {
   const socketPath = path.join(dir, `${kind}.sock`);
-  const cli = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'mpath-pr.js');
-  const args = [cli, 'serve', '--backend', 'emulated', '--socket', socketPath, '--state', path.join(stateDir, `${kind}-state.db`), '--initiator', 'bench'];
-  return startProcess(kind, process.execPath, args, socketPath, path.join(dir, `${kind}.log`));
+  const args = ['serve', '--backend', 'emulated', '--socket', socketPath, '--state', path.join(stateDir, `${kind}-state.db`), '--initiator', 'bench'];
+  return startProcess(kind, MPATH_PR, args, socketPath, path.join(dir, `${kind}.log`), false);
 }
 
 /** Debian's qemu-pr-helper in the foreground (7.2 has no -q; it is quiet unless tracing). */
 export function startPeer(dir: string): Promise<ServerHandle> {
   const socketPath = path.join(dir, 'peer.sock');
-  return startProcess('peer', PEER_BINARY, ['-k', socketPath, '-f', path.join(dir, 'peer.pid')], socketPath, path.join(dir, 'peer.log'));
+  return startProcess('peer', PEER_BINARY, ['-k', socketPath, '-f', path.join(dir, 'peer.pid')], socketPath, path.join(dir, 'peer.log'), true);
 }
 
 export function peerVersion(): string | null {

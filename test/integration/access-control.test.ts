@@ -2,78 +2,49 @@
 // process started as nobody), a device outside --allow-device, and the per-peer limits.
 
 import { expect } from 'chai';
-import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import * as pr from '../../src/backends/pr-commands';
 import { PrHelperClient } from '../../src/protocol/client';
 import { Status } from '../../src/scsi/constants';
 import { Sense, senseMatches } from '../../src/scsi/sense';
-import { MPATH_PR, runToExit, spawnDaemon, type DaemonProcess } from './spawn-daemon';
-import { executorFor } from './serve-process';
+import { executorFor } from '../support/client';
+import { daemonSuite, launchDaemon, MPATH_PR, runToExit, type DaemonProcess } from '../support/daemon';
+import type { PeerOutcome } from './peer-client';
 
 const NOBODY = 65534;
 const PEER_CLIENT = path.join(__dirname, 'peer-client.js');
-const run = promisify(execFile);
-
-interface PeerOutcome {
-  pid: number;
-  uid: number;
-  firstBytes: number[];
-  eof: boolean;
-  keys?: string[];
-  error?: string;
-}
 
 /** Runs peer-client.js as nobody and returns what it saw. */
-function peerAsNobody(socket: string, lu?: string): Promise<PeerOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [PEER_CLIENT, socket, ...(lu ? [lu] : [])], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout!.on('data', (c) => (out += c));
-    child.stderr!.on('data', (c) => (err += c));
-    // 'close', not 'exit': stdout may still hold the outcome when the process exits.
-    child.on('close', (code) => {
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop()!) as PeerOutcome);
-      } catch {
-        reject(new Error(`peer client exited ${code} without an outcome: ${out}${err}`));
-      }
-    });
-  });
+async function peerAsNobody(socket: string, lu?: string): Promise<PeerOutcome> {
+  const { code, stdout, output } = await runToExit(PEER_CLIENT, [socket, ...(lu ? [lu] : [])], { uid: NOBODY, gid: NOBODY });
+  try {
+    return JSON.parse(stdout.trim().split('\n').pop()!) as PeerOutcome;
+  } catch {
+    throw new Error(`peer client exited ${code} without an outcome: ${output}`);
+  }
 }
 
 describe('access control (real serve processes)', function () {
   this.timeout(60_000);
+  // nobody must be able to reach the socket: the socket mode alone then decides, as for qemu-pr-helper.
+  const suite = daemonSuite('mpath-pr-acl-', { mode: 0o711 });
   let dir: string;
   let state: string;
   let socket: string;
-  const daemons: DaemonProcess[] = [];
 
   before(() => {
     if (process.getuid?.() !== 0) throw new Error('these tests start clients under another uid: run them as root');
   });
 
   beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-pr-acl-'));
-    // nobody must be able to reach the socket: the socket mode alone then decides, as for qemu-pr-helper.
-    fs.chmodSync(dir, 0o711);
+    dir = suite.dir;
     state = path.join(dir, 'san.db');
     socket = path.join(dir, 'acl.sock');
   });
 
-  afterEach(async () => {
-    for (const d of daemons.splice(0)) await d.stop('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
   async function serve(extra: string[], logLevel = 'debug'): Promise<DaemonProcess> {
-    const d = await spawnDaemon(MPATH_PR, ['serve', '--socket', socket, '--socket-mode', '0666', '--state', state, '--backend', 'emulated', '--log-level', logLevel, ...extra]);
-    daemons.push(d);
-    return d;
+    return suite.add(await launchDaemon(MPATH_PR, ['serve', '--socket', socket, '--socket-mode', '0666', '--state', state, '--backend', 'emulated', '--log-level', logLevel, ...extra]));
   }
 
   function sharedLu(name: string): string {
@@ -149,7 +120,8 @@ describe('access control (real serve processes)', function () {
     expect(answered).to.deep.include({ status: 'CHECK_CONDITION' });
     expect(String(answered.sense)).to.match(/LOGICAL UNIT NOT SUPPORTED/i);
     // No state change: the refused LU was never created in the shared store.
-    const { stdout } = await run(process.execPath, [MPATH_PR, 'in', '--read-keys', '--json', '--backend', 'emulated', '--state', state, outside]);
+    const { code, stdout, output } = await runToExit(MPATH_PR, ['in', '--read-keys', '--json', '--backend', 'emulated', '--state', state, outside]);
+    expect(code, output).to.equal(0);
     expect(JSON.parse(stdout).data).to.deep.include({ generation: 0, keys: [] });
   });
 

@@ -7,34 +7,34 @@ import * as libc from '../../ffi/libc';
 import * as pr from '../../src/backends/pr-commands';
 import { PrType, Status } from '../../src/scsi/constants';
 import { Sense, senseMatches } from '../../src/scsi/sense';
-import { CLI, connectClient, eventually, executorFor, runNodeScript, startServe, tempDir, type ServeProcess } from './serve-process';
+import { connectClient, executorFor } from '../support/client';
+import { daemonSuite, MPATH_PR, runToExit, startServe, type ServeProcess } from '../support/daemon';
+import { openFdCount } from '../support/proc';
+import { eventually } from '../support/wait';
 
-
-const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runNodeScript(CLI, args, env);
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runToExit(MPATH_PR, args, { env });
 
 describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', function () {
   this.timeout(60_000);
+  const suite = daemonSuite('mpath-pr-e2e-');
   let dir: string;
   let state: string;
   let lu: string;
-  const daemons: ServeProcess[] = [];
 
   beforeEach(() => {
-    dir = tempDir('mpath-pr-e2e-');
+    dir = suite.dir;
     state = path.join(dir, 'san.db');
     lu = path.join(dir, 'lu0.img');
     fs.writeFileSync(lu, Buffer.alloc(4096));
   });
-  afterEach(async () => {
-    for (const d of daemons.splice(0)) await d.stop('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
 
-  async function serve(initiator: string, paths = 2): Promise<ServeProcess> {
-    const d = await startServe({ dir, state, initiator, paths });
-    daemons.push(d);
-    return d;
+  async function serve(initiator: string, paths = 2, logLevel?: string): Promise<ServeProcess> {
+    return suite.add(await startServe({ dir, state, initiator, paths, logLevel }));
   }
+
+  /** Resolves once the daemon's fd count is back to `baseline` (it closes a client's fds when it sees the client go). */
+  const fdsBackTo = (host: ServeProcess, baseline: number) =>
+    eventually(() => openFdCount(host.pid) === baseline, `daemon fds back to ${baseline}`, { describe: () => `${openFdCount(host.pid)} open` });
 
   it("runs fence_mpath's flow between two hosts that share one state file", async () => {
     const hostA = await serve('node-a');
@@ -110,7 +110,7 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
 
   it('50 concurrent clients lose nothing and leak no fd', async () => {
     const host = await serve('busy');
-    const baseline = host.openFds();
+    const baseline = openFdCount(host.pid);
     const clients = await Promise.all(Array.from({ length: 50 }, () => connectClient(host.socket)));
     const ROUNDS = 6;
     await Promise.all(
@@ -137,12 +137,12 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
       observer.close();
       fs.closeSync(fd);
     }
-    await eventually(() => host.openFds() === baseline, `daemon fds back to ${baseline} (now ${host.openFds()})`);
+    await fdsBackTo(host, baseline);
   });
 
   it('a client that drops mid-request does not disturb others and leaks no fd', async () => {
     const host = await serve('drops');
-    const baseline = host.openFds();
+    const baseline = openFdCount(host.pid);
     const fd = fs.openSync(lu, 'r+');
     try {
       for (const cut of [3, 10, 16 + 5]) {
@@ -166,7 +166,7 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
     } finally {
       fs.closeSync(fd);
     }
-    await eventually(() => host.openFds() === baseline, `daemon fds back to ${baseline} (now ${host.openFds()})`);
+    await fdsBackTo(host, baseline);
   });
 
   it('a slow device does not stall a command for another device', async () => {
@@ -193,14 +193,14 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
   });
 
   it('SIGTERM lets an in-flight command finish and reply before the daemon exits 0', async () => {
-    const host = await serve('graceful');
+    // trace: the daemon logs each command it admits, so the test knows the command is in flight.
+    const host = await serve('graceful', 2, 'trace');
     expect((await cli(['emu', 'delay', lu, '--ms', '1500', '--state', state])).code).to.equal(0);
     const fd = fs.openSync(lu, 'r+');
     const client = await connectClient(host.socket);
     try {
       const pending = pr.prOut(executorFor(client, fd), { action: 'register', serviceActionKey: 0x42n });
-      await eventually(() => host.logs().includes('"connection":1'), 'the daemon to see the connection', 5_000).catch(() => undefined);
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await host.waitForLog(/lu0\.img[^\n]*"msg":"command admitted"/);
       const exit = host.stop('SIGTERM');
       const result = await pending;
       expect(result.status).to.equal(Status.GOOD);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Message, MessageType, sessionBus, type MessageBus } from 'dbus-next';
 import { BUS_NAME } from '../../src/dbus/names';
 import { startDbusService, type DbusService, type DbusServiceOptions } from '../../src/dbus/service';
-import { startServe, tempDir, type ServeProcess } from './serve-process';
+import { startServe, tempDir, type ServeProcess } from '../support/daemon';
 
 export interface PrivateBus {
   readonly address: string;

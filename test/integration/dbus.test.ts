@@ -42,7 +42,9 @@ import { MultipathdError } from '../../src/multipathd/replies';
 import { initialState } from '../../src/engine/state';
 import { PrType } from '../../src/scsi/constants';
 import { VERSION } from '../../src/daemon/daemon';
-import { CLI, connectClient, executorFor, eventually, tempDir } from './serve-process';
+import { connectClient, executorFor } from '../support/client';
+import { MPATH_PR as CLI, tempDir } from '../support/daemon';
+import { eventually } from '../support/wait';
 import {
   call,
   connectClientBus,

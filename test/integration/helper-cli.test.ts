@@ -6,11 +6,11 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as pr from '../../src/backends/pr-commands';
-import { connectClient, eventually, executorFor, runNodeScript, tempDir } from './serve-process';
+import { connectClient, executorFor } from '../support/client';
+import { launchDaemon, MPATH_PR_HELPER as HELPER, runToExit, tempDir } from '../support/daemon';
+import { eventually } from '../support/wait';
 
-const HELPER = path.resolve(__dirname, '../../src/cli/mpath-pr-helper.js');
-
-const helper = (args: string[]) => runNodeScript(HELPER, args);
+const helper = (args: string[]) => runToExit(HELPER, args);
 
 describe('mpath-pr-helper takes qemu-pr-helper flags', function () {
   this.timeout(30_000);
@@ -79,12 +79,12 @@ describe('mpath-pr-helper takes qemu-pr-helper flags', function () {
       'os.environ["LISTEN_FDS"] = "1"; os.environ["LISTEN_PID"] = str(os.getpid())',
       `os.execv(${JSON.stringify(process.execPath)}, [${JSON.stringify(process.execPath)}, ${JSON.stringify(HELPER)}, "-q"])`,
     ].join('\n');
-    const child = spawn('python3', ['-c', script], {
-      env: { ...process.env, MPATH_PR_STATE: path.join(dir, 'san.db'), MPATH_PR_INITIATOR: 'activated' },
-      stdio: 'ignore',
+    const activated = await launchDaemon('python3', ['-c', script], {
+      program: true,
+      env: { MPATH_PR_STATE: path.join(dir, 'san.db'), MPATH_PR_INITIATOR: 'activated' },
+      ready: { socket },
     });
     try {
-      await eventually(() => fs.existsSync(socket), 'the activation socket');
       const lu = path.join(dir, 'lu.img');
       fs.writeFileSync(lu, '');
       const fd = fs.openSync(lu, 'r');
@@ -96,8 +96,7 @@ describe('mpath-pr-helper takes qemu-pr-helper flags', function () {
         fs.closeSync(fd);
       }
     } finally {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.on('exit', resolve));
+      await activated.stop('SIGTERM');
     }
   });
 
@@ -110,10 +109,7 @@ describe('mpath-pr-helper takes qemu-pr-helper flags', function () {
       'os.environ["LISTEN_FDS"] = "1"; os.environ["LISTEN_PID"] = str(os.getpid())',
       `os.execv(${JSON.stringify(process.execPath)}, [${JSON.stringify(process.execPath)}, ${JSON.stringify(HELPER)}, "-k", ${JSON.stringify(path.join(dir, 'y.sock'))}])`,
     ].join('\n');
-    const child = spawn('python3', ['-c', script], { env: { ...process.env, MPATH_PR_STATE: path.join(dir, 'san.db') }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr!.on('data', (c) => (stderr += c));
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const { code, stderr } = await runToExit('python3', ['-c', script], { program: true, env: { MPATH_PR_STATE: path.join(dir, 'san.db') } });
     expect(code).to.equal(1);
     expect(stderr).to.match(/socket activation/);
   });

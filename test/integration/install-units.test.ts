@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { InstallUnitsError, packageRoot, renderUnits, UNIT_NAMES } from '../../src/cli/install-units';
-import { MPATH_PR, runToExit } from './spawn-daemon';
+import { MPATH_PR, runToExit } from '../support/daemon';
 
 function directives(content: string): Map<string, string[]> {
   const map = new Map<string, string[]>();

@@ -11,9 +11,9 @@ import fs from 'node:fs';
 import * as libc from '../../ffi/libc';
 import * as pr from '../../src/backends/pr-commands';
 import { FdConnection } from '../../src/protocol/fd-connection';
-import { PrHelperClient } from '../../src/protocol/client';
+import { connectClient, executorFor } from '../support/client';
 
-interface Outcome {
+export interface PeerOutcome {
   pid: number;
   uid: number;
   /** Bytes received before EOF (refused) or the features word (accepted). */
@@ -23,7 +23,7 @@ interface Outcome {
   error?: string;
 }
 
-async function probe(socket: string): Promise<Pick<Outcome, 'firstBytes' | 'eof'>> {
+async function probe(socket: string): Promise<Pick<PeerOutcome, 'firstBytes' | 'eof'>> {
   const fd = libc.unixStreamSocket();
   const connection = new FdConnection(fd);
   try {
@@ -42,17 +42,13 @@ async function probe(socket: string): Promise<Pick<Outcome, 'firstBytes' | 'eof'
 
 async function main(): Promise<void> {
   const [socket, lu] = process.argv.slice(2);
-  const outcome: Outcome = { pid: process.pid, uid: process.getuid!(), firstBytes: [], eof: false };
+  const outcome: PeerOutcome = { pid: process.pid, uid: process.getuid!(), firstBytes: [], eof: false };
   try {
     Object.assign(outcome, await probe(socket));
     if (!outcome.eof && lu) {
-      const client = new PrHelperClient();
-      await client.connect(socket);
+      const client = await connectClient(socket);
       const fd = fs.openSync(lu, 'r+');
-      const run: pr.PrExecutor = async (cdb, dataOut) => {
-        const reply = await client.execute(fd, cdb, dataOut);
-        return { status: reply.status, sense: reply.sense, dataIn: reply.data };
-      };
+      const run = executorFor(client, fd);
       await pr.register(run, 0x65534n);
       outcome.keys = (await pr.readKeys(run)).keys.map((k) => k.toString(16));
       fs.closeSync(fd);

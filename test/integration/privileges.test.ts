@@ -6,7 +6,6 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Cap } from '../../ffi/capabilities';
 import * as pr from '../../src/backends/pr-commands';
@@ -19,8 +18,9 @@ import {
   requiredCapabilities,
   type ProcessCredentials,
 } from '../../src/daemon/privilege-plan';
-import { PrHelperClient } from '../../src/protocol/client';
-import { MPATH_PR, MPATH_PR_HELPER, runToExit, spawnDaemon, threadCredentials, type DaemonProcess } from './spawn-daemon';
+import { connectClient, executorFor } from '../support/client';
+import { daemonSuite, launchDaemon, MPATH_PR, MPATH_PR_HELPER, runToExit, type DaemonProcess } from '../support/daemon';
+import { threadCredentials } from '../support/proc';
 
 const RAWIO = 1n << BigInt(Cap.SYS_RAWIO);
 const ADMIN = 1n << BigInt(Cap.SYS_ADMIN);
@@ -35,28 +35,22 @@ function expectEveryThread(pid: number, check: (c: ProcessCredentials, tid: numb
 
 describe('privilege drop (real daemons, /proc)', function () {
   this.timeout(60_000);
+  const suite = daemonSuite('mpath-pr-priv-', { mode: 0o711 });
   let dir: string;
   let stateDir: string;
   let lu: string;
-  const daemons: DaemonProcess[] = [];
 
   before(function () {
     if (process.getuid?.() !== 0) throw new Error('these tests prove a root daemon drops privileges: run them as root');
   });
 
   beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-pr-priv-'));
-    fs.chmodSync(dir, 0o711);
+    dir = suite.dir;
     stateDir = path.join(dir, 'state');
     fs.mkdirSync(stateDir);
     fs.chownSync(stateDir, NOBODY, NOGROUP);
     lu = path.join(dir, 'lu0.img');
     fs.writeFileSync(lu, Buffer.alloc(4096));
-  });
-
-  afterEach(async () => {
-    for (const d of daemons.splice(0)) await d.stop('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   /**
@@ -65,20 +59,14 @@ describe('privilege drop (real daemons, /proc)', function () {
    */
   async function serve(extra: string[]): Promise<DaemonProcess> {
     const store = extra.includes('--user') ? stateDir : dir;
-    const d = await spawnDaemon(MPATH_PR, ['serve', '--socket', path.join(dir, 'd.sock'), '--state', path.join(store, 'san.db'), '--log-level', 'debug', ...extra]);
-    daemons.push(d);
-    return d;
+    return suite.add(await launchDaemon(MPATH_PR, ['serve', '--socket', path.join(dir, 'd.sock'), '--state', path.join(store, 'san.db'), '--log-level', 'debug', ...extra]));
   }
 
   async function readKeysThrough(socket: string): Promise<bigint[]> {
-    const client = new PrHelperClient();
-    await client.connect(socket);
+    const client = await connectClient(socket);
     const fd = fs.openSync(lu, 'r+');
     try {
-      const run: pr.PrExecutor = async (cdb, dataOut) => {
-        const reply = await client.execute(fd, cdb, dataOut);
-        return { status: reply.status, sense: reply.sense, dataIn: reply.data };
-      };
+      const run = executorFor(client, fd);
       await pr.register(run, 0x1234n);
       return (await pr.readKeys(run)).keys;
     } finally {
@@ -141,11 +129,10 @@ describe('privilege drop (real daemons, /proc)', function () {
     const setpriv = spawnSync('setpriv', ['--version']);
     if (setpriv.error) throw new Error('setpriv (util-linux) is needed to start a daemon under a systemd-like capability ceiling');
     const socket = path.join(dir, 's.sock');
-    const d = await spawnDaemon('/usr/bin/setpriv', [
+    const d = suite.add(await launchDaemon('/usr/bin/setpriv', [
       '--bounding-set', '-all,+sys_rawio,+sys_admin', '--no-new-privs',
       process.execPath, MPATH_PR, 'serve', '--socket', socket, '--state', path.join(dir, 'san.db'), '--log-level', 'debug',
-    ], { node: false });
-    daemons.push(d);
+    ], { program: true }));
     expect(d.logs()).to.match(/no privilege drop: already holds only the capabilities it needs/);
     expect(d.logs()).to.not.match(/re-executing/);
     expectEveryThread(d.pid, (c) => {
@@ -157,10 +144,9 @@ describe('privilege drop (real daemons, /proc)', function () {
   });
 
   it('mpath-pr-helper -u nobody -g <number>: the qemu-pr-helper flags drop the same way', async () => {
-    const d = await spawnDaemon(MPATH_PR_HELPER, ['-k', path.join(dir, 'h.sock'), '-u', 'nobody', '-g', String(NOGROUP)], {
+    const d = suite.add(await launchDaemon(MPATH_PR_HELPER, ['-k', path.join(dir, 'h.sock'), '-u', 'nobody', '-g', String(NOGROUP)], {
       env: { MPATH_PR_STATE: path.join(stateDir, 'helper.db') },
-    });
-    daemons.push(d);
+    }));
     expectEveryThread(d.pid, (c) => {
       expect(c.uids).to.deep.equal([NOBODY, NOBODY, NOBODY, NOBODY]);
       expect(c.gids).to.deep.equal([NOGROUP, NOGROUP, NOGROUP, NOGROUP]);
@@ -198,16 +184,10 @@ describe('privilege drop (real daemons, /proc)', function () {
     const sockDir = path.join(dir, 'nobody-run');
     fs.mkdirSync(sockDir);
     fs.chownSync(sockDir, NOBODY, NOGROUP);
-    const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [MPATH_PR, 'serve', '--socket', path.join(sockDir, 'x.sock'), '--state', path.join(stateDir, 'x.db'), '--user', 'root'], {
+    const { code, output } = await runToExit(MPATH_PR, ['serve', '--socket', path.join(sockDir, 'x.sock'), '--state', path.join(stateDir, 'x.db'), '--user', 'root'], {
       uid: NOBODY,
       gid: NOGROUP,
-      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let output = '';
-    child.stdout!.on('data', (c) => (output += c));
-    child.stderr!.on('data', (c) => (output += c));
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     expect(code).to.not.equal(0);
     expect(output).to.match(/privilege drop failed at setgroups: .*EPERM.*must start as root/);
     expect(fs.existsSync(path.join(sockDir, 'x.sock')), 'socket removed after the failed start').to.equal(false);

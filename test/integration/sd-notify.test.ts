@@ -3,52 +3,45 @@
 
 import { expect } from 'chai';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { NotifyReceiver, sdNotify } from '../../ffi/sd-notify';
 import { ServiceNotifier } from '../../src/daemon/notify';
-import { MPATH_PR, spawnDaemon, type DaemonProcess } from './spawn-daemon';
+import { daemonSuite, launchDaemon, MPATH_PR } from '../support/daemon';
+import { eventually } from '../support/wait';
 
+/** Moves what reached `receiver` into `into` until `done` holds on all of it. */
 async function collectUntil(receiver: NotifyReceiver, into: string[], done: (all: string[]) => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
+  const collected = () => {
     into.push(...receiver.drain());
-    if (done(into)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(into)}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+    return done(into);
+  };
+  await eventually(collected, what, { timeoutMs: 15_000, describe: () => JSON.stringify(into) });
 }
 
 describe('sd_notify (a real daemon, a real notification socket)', function () {
   this.timeout(60_000);
+  const suite = daemonSuite('mpath-pr-notify-', { mode: 0o711 });
   let dir: string;
   let receiver: NotifyReceiver;
-  const daemons: DaemonProcess[] = [];
 
   beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-pr-notify-'));
-    fs.chmodSync(dir, 0o711);
+    dir = suite.dir;
     receiver = new NotifyReceiver(path.join(dir, 'notify.sock'));
     // Like systemd's own /run/systemd/notify: anyone may send, so the daemon still can after dropping to nobody.
     fs.chmodSync(path.join(dir, 'notify.sock'), 0o777);
   });
 
-  afterEach(async () => {
-    for (const d of daemons.splice(0)) await d.stop('SIGKILL');
-    receiver.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => receiver.close());
 
   it('READY=1 with STATUS and MAINPID after listening (from the re-executed, unprivileged image), STATUS on SIGHUP, STOPPING=1 on SIGTERM', async () => {
     const stateDir = path.join(dir, 'state');
     fs.mkdirSync(stateDir);
     fs.chownSync(stateDir, 65534, 65534);
     const socket = path.join(dir, 'd.sock');
-    const d = await spawnDaemon(MPATH_PR, ['serve', '--socket', socket, '--state', path.join(stateDir, 'san.db'), '--user', 'nobody'], {
+    const d = suite.add(await launchDaemon(MPATH_PR, ['serve', '--socket', socket, '--state', path.join(stateDir, 'san.db'), '--user', 'nobody'], {
       env: { NOTIFY_SOCKET: receiver.path },
-    });
-    daemons.push(d);
+    }));
     const messages: string[] = [];
     await collectUntil(receiver, messages, (all) => all.some((m) => m.includes('READY=1')), 'READY=1');
     const ready = messages.find((m) => m.includes('READY=1'))!;
@@ -70,10 +63,9 @@ describe('sd_notify (a real daemon, a real notification socket)', function () {
   });
 
   it('without NOTIFY_SOCKET nothing is sent, and the debug log says why', async () => {
-    const d = await spawnDaemon(MPATH_PR, ['serve', '--socket', path.join(dir, 'e.sock'), '--state', path.join(dir, 'san.db'), '--log-level', 'debug'], {
+    const d = suite.add(await launchDaemon(MPATH_PR, ['serve', '--socket', path.join(dir, 'e.sock'), '--state', path.join(dir, 'san.db'), '--log-level', 'debug'], {
       env: { NOTIFY_SOCKET: '' },
-    });
-    daemons.push(d);
+    }));
     expect(d.logs()).to.match(/"reason":"NOTIFY_SOCKET is not set".*"msg":"not notifying a service manager"/);
     expect(receiver.drain()).to.deep.equal([]);
   });
