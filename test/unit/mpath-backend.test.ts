@@ -1,7 +1,7 @@
 // The mpath backend's own decisions, with a stand-in worker in place of libmpathpersist (the
 // real library needs a dm-multipath map: test/lab/mpath.lab.ts runs it against one) and a
 // fake sysfs. What the stand-in received is recorded, so the tests see exactly what would
-// have reached the library.
+// have reached the library; each test says what the library does (test/support/mpath-stand-in.ts).
 
 import { runBytes } from '../support/pr-bytes';
 import { expect } from 'chai';
@@ -17,29 +17,7 @@ import { encodePrOutCdb } from '../../src/scsi/cdb';
 import { PrInAction, PrType, Status } from '../../src/scsi/constants';
 import { describeSense, Sense, senseMatches, type ScsiResult, type SenseCondition } from '../../src/scsi/sense';
 import { FakeSysfs } from '../support/fake-sysfs';
-
-/**
- * PR OUT: exits(1) when the reservation key is 0xdead, never answers for 0x4a46, answers `error` for 0xe0e0, else
- * returns rc = the service action key (small numbers stand for MPATH_PR_* codes).
- * PR IN: rc 0 with a READ KEYS answer holding one key.
- */
-const STAND_IN = `
-const fs = require('fs');
-process.on('disconnect', () => process.exit(0));
-process.on('message', (m) => {
-  fs.appendFileSync(process.env.MPATH_TEST_LOG, JSON.stringify(m, (k, v) => typeof v === 'bigint' ? 'n' + v.toString(16) : v) + '\\n');
-  if (m.kind === 'in') {
-    const wire = Buffer.alloc(16); wire.writeUInt32BE(7, 0); wire.writeUInt32BE(8, 4); wire.writeBigUInt64BE(0xabcn, 8);
-    process.send({ kind: 'reply', id: m.id, rc: 0, wire: new Uint8Array(wire), elapsedMs: 1 });
-    return;
-  }
-  if (m.params.key === 0xdeadn) { process.stderr.write('dm_prereq failed\\n'); process.exit(1); }
-  if (m.params.key === 0x4a46n) return; // hangs, like a call on a map whose paths are all down
-  if (m.params.key === 0xe0e0n) { process.send({ kind: 'error', id: m.id, message: 'no block device node' }); return; }
-  process.send({ kind: 'reply', id: m.id, rc: Number(m.params.serviceActionKey), elapsedMs: 1 });
-});
-process.send({ kind: 'ready', ok: true, abi: 'stand-in' });
-`;
+import { MpathStandIn } from '../support/mpath-stand-in';
 
 function expectSense(result: ScsiResult, cond: SenseCondition): void {
   expect(result.status, `status 0x${result.status.toString(16)}`).to.equal(Status.CHECK_CONDITION);
@@ -50,7 +28,7 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
   this.timeout(30_000);
   let dir: string;
   let fake: FakeSysfs;
-  let logFile: string;
+  let standIn: MpathStandIn;
   let backend: MpathBackend;
   let handle: DeviceHandle;
   let readOnly: DeviceHandle;
@@ -60,8 +38,7 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
   };
   const logger = { debug: sink('debug'), info: sink('info'), warn: sink('warn'), error: sink('error') } as unknown as WorkerLogger;
   const workerStarts = () => lines.filter((l) => l.msg === WORKER_STARTING_MESSAGE).length;
-  const received = (): Array<Record<string, unknown>> =>
-    fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+  const received = () => standIn.received();
   const out = (request: Parameters<typeof buildPrOut>[0], device: DeviceHandle = handle) => {
     const { cdb, dataOut } = buildPrOut(request);
     return runBytes(backend, device, cdb, dataOut);
@@ -71,7 +48,6 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-backend-test-'));
     fake = new FakeSysfs();
     fake.dmMap({ kname: 'dm-7', dev: '253:7', uuid: 'mpath-36001405000000000000000000000007', name: 'mpathz' });
-    fs.writeFileSync(path.join(dir, 'worker.js'), STAND_IN);
     fs.writeFileSync(path.join(dir, 'lu'), '');
     const fd = fs.openSync(path.join(dir, 'lu'), 'r+');
     const roFd = fs.openSync(path.join(dir, 'lu'), 'r');
@@ -85,11 +61,11 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
     fake.remove();
   });
   beforeEach(() => {
-    logFile = path.join(dir, `received-${Date.now()}-${Math.random()}.jsonl`);
+    standIn = new MpathStandIn(dir);
     lines.length = 0;
     backend = new MpathBackend({
       // A short call deadline, so the test of a hung call ends soon after proving its point.
-      worker: { workerPath: path.join(dir, 'worker.js'), env: { MPATH_TEST_LOG: logFile }, logger, callTimeoutMs: 3_000 },
+      worker: { ...standIn.worker, logger, callTimeoutMs: 3_000 },
       logger,
       multipathd: null,
       reservationKeySetting: { source: 'file' },
@@ -116,16 +92,23 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
   });
 
   it('maps library return codes the way qemu-pr-helper does', async function () {
-    const conflict = await out({ action: 'reserve', reservationKey: 0x1234n, serviceActionKey: BigInt(MPATH_PR.RESERV_CONFLICT), type: 5 });
+    const clear = (rc: number) => {
+      standIn.script({ prOut: { rc } });
+      return out({ action: 'clear', reservationKey: 0x1234n });
+    };
+    standIn.script({ prOut: { rc: MPATH_PR.RESERV_CONFLICT } });
+    const conflict = await out({ action: 'reserve', reservationKey: 0x1234n, type: 5 });
     expect(conflict.status).to.equal(Status.RESERVATION_CONFLICT);
-    expectSense(await out({ action: 'clear', reservationKey: 0x1234n, serviceActionKey: BigInt(MPATH_PR.SYNTAX_ERROR) }), Sense.LUN_COMMUNICATION_FAILURE);
-    expectSense(await out({ action: 'clear', reservationKey: 0x1234n, serviceActionKey: BigInt(MPATH_PR.ILLEGAL_REQ) }), Sense.INVALID_FIELD_IN_PARAMETER_LIST);
-    expectSense(await out({ action: 'clear', reservationKey: 0x1234n, serviceActionKey: BigInt(MPATH_PR.SENSE_UNIT_ATTENTION) }), Sense.SCSI_BUS_RESET);
+    expectSense(await clear(MPATH_PR.SYNTAX_ERROR), Sense.LUN_COMMUNICATION_FAILURE);
+    expectSense(await clear(MPATH_PR.ILLEGAL_REQ), Sense.INVALID_FIELD_IN_PARAMETER_LIST);
+    expectSense(await clear(MPATH_PR.SENSE_UNIT_ATTENTION), Sense.SCSI_BUS_RESET);
   });
 
   it('answers LUN COMMUNICATION FAILURE when the worker dies mid-command, and the next command runs on a new worker', async function () {
-    expectSense(await out({ action: 'clear', reservationKey: 0xdeadn }), Sense.LUN_COMMUNICATION_FAILURE);
+    standIn.script({ prOut: 'exit' });
+    expectSense(await out({ action: 'clear', reservationKey: 0x1234n }), Sense.LUN_COMMUNICATION_FAILURE);
     expect(lines.some((l) => l.level === 'error' && l.msg.includes('worker died'))).to.equal(true);
+    standIn.script({ prOut: { rc: MPATH_PR.SUCCESS } });
     expect((await out({ action: 'clear', reservationKey: 0x1234n })).status).to.equal(Status.GOOD);
     expect(workerStarts()).to.equal(2);
   });
@@ -134,7 +117,8 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
     fake.dmMap({ kname: 'dm-8', dev: '253:8', uuid: 'mpath-36001405000000000000000000000008', name: 'mpathy' });
     const other: DeviceHandle = fake.handle('/dev/mapper/mpathy', 'block', '253:8', { fd: handle.fd });
     const order: string[] = [];
-    const stuck = out({ action: 'clear', reservationKey: 0x4a46n }).then((r) => {
+    standIn.script({ prOutOn: { [handle.path]: 'hang' } });
+    const stuck = out({ action: 'clear', reservationKey: 0x1234n }).then((r) => {
       order.push('hung map');
       return r;
     });
@@ -148,7 +132,8 @@ describe('mpath backend (stand-in worker, fake sysfs)', function () {
   });
 
   it('answers LUN COMMUNICATION FAILURE when the worker cannot reach the map', async function () {
-    expectSense(await out({ action: 'clear', reservationKey: 0xe0e0n }), Sense.LUN_COMMUNICATION_FAILURE);
+    standIn.script({ prOut: 'error' });
+    expectSense(await out({ action: 'clear', reservationKey: 0x1234n }), Sense.LUN_COMMUNICATION_FAILURE);
   });
 
   it('never answers GOOD for a REGISTER it cannot verify on any path', async function () {

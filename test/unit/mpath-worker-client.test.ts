@@ -18,14 +18,22 @@ function capture(): { logger: WorkerLogger; lines: Array<{ level: string; msg: s
 
 const PRELUDE = `process.on('disconnect', () => process.exit(0));\n`;
 
-/** A stand-in worker: replies rc = serviceAction + 100 after `delay` ms; special service actions misbehave. */
+/** Requests the stand-in worker answers by misbehaving: the child exits with status 1, or never answers. */
+const EXITS = 99;
+const HANGS = 98;
+
+/**
+ * A stand-in worker: replies rc = serviceAction + 100 (and the service action as the data)
+ * after as many ms as the allocation length says (call() names it the delay), except to
+ * EXITS and HANGS. Answers `error` to a request that arrives while another is in flight.
+ */
 const BEHAVING_WORKER = `${PRELUDE}
 let inFlight = 0;
 process.on('message', (m) => {
   if (inFlight++ > 0) { process.send({ kind: 'error', id: m.id, message: 'overlap' }); return; }
   process.stderr.write('noise for ' + m.id + '\\n');
-  if (m.serviceAction === 99) { process.stderr.write('about to exit(1)\\n'); process.exit(1); }
-  if (m.serviceAction === 98) return; // hangs
+  if (m.serviceAction === ${EXITS}) { process.stderr.write('about to exit(1)\\n'); process.exit(1); }
+  if (m.serviceAction === ${HANGS}) return;
   setTimeout(() => { inFlight--; process.send({ kind: 'reply', id: m.id, rc: m.serviceAction + 100, elapsedMs: 1, wire: new Uint8Array([m.serviceAction]) }); }, m.allocationLength);
 });
 process.send({ kind: 'ready', ok: true, abi: 'stand-in', openFilesLimit: 'n/a' });
@@ -75,7 +83,7 @@ describe('mpath worker client (libmpathpersist child process)', function () {
     const c = client({ workerPath: script('behaving.js', BEHAVING_WORKER), logger });
     expect((await c.call(call(1))).kind).to.equal('reply');
     const firstPid = c.pid;
-    const died = await c.call(call(99));
+    const died = await c.call(call(EXITS));
     expect(died.kind).to.equal('died');
     expect(died.kind === 'died' && died.reason).to.match(/exited with status 1/).and.to.include('about to exit(1)');
     const next = await c.call(call(7));
@@ -89,7 +97,7 @@ describe('mpath worker client (libmpathpersist child process)', function () {
 
   it('kills a child that overruns the call deadline and answers `died`', async function () {
     const c = client({ workerPath: script('behaving.js', BEHAVING_WORKER), callTimeoutMs: 300 });
-    const hung = await c.call(call(98));
+    const hung = await c.call(call(HANGS));
     expect(hung.kind).to.equal('died');
     expect(hung.kind === 'died' && hung.reason).to.include('SIGKILL');
     expect(await c.call(call(3))).to.include({ kind: 'reply', rc: 103 });
