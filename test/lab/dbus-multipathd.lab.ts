@@ -29,6 +29,7 @@ import { Status } from '../../src/scsi/constants';
 import { describeSense } from '../../src/scsi/sense';
 import { call, getProperty, SignalRecorder } from '../integration/dbus-bus';
 import { FakeSystemd } from '../integration/dbus-fake-systemd';
+import { eventually } from '../support/wait';
 import { labTopology, mapPaths, multipathd, readKeys, run, stopChild, waitFor, writeArtifact } from './harness/lab-guest';
 
 const KEY = 0xdb05a1n;
@@ -51,24 +52,6 @@ const FAKE_SYSTEMD_POLICY = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-B
 </busconfig>
 `;
 
-
-/** Polls an async probe until it returns something truthy; fails naming what it waited for and the last state. */
-async function eventually<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs: number, describe: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined && value !== false) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last state: ${describe()}${lastError ? `; last error: ${String(lastError)}` : ''}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
 
 /** multipathd's pid from `show daemon` ("pid 123 idle"), or undefined when it does not answer. */
 function multipathdPid(): number | undefined {
@@ -257,14 +240,13 @@ describe('D-Bus: multipathd restart, Degraded and the prkey resync (FAKE systemd
     expect(logText(), 'resolver picked mpath').to.match(/"backend":"mpath".*device resolved/);
     // The D-Bus view saw the command (the same observer records the map's key for the resync).
     const devices = await eventually(
-      'the map to appear in ListDevices',
       async () => {
         const reply = await call(clientBus!, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, 'ListDevices');
         const paths = reply.body[0] as string[];
         return paths.length > 0 && paths;
       },
-      10_000,
-      () => 'no devices',
+      'the map to appear in ListDevices',
+      { timeoutMs: 10_000, intervalMs: 200, describe: () => 'no devices' },
     );
     expect(devices).to.have.length(1);
   });
@@ -323,13 +305,12 @@ describe('D-Bus: multipathd restart, Degraded and the prkey resync (FAKE systemd
 
     // The health probe after the resync reports the new multipathd.
     await eventually(
-      `Manager1.Backends to show multipathd pid ${newPid}`,
       async () => {
         const health = (await manager<BackendStatus[]>('Backends')).find(([name]) => name === 'multipathd');
         return health?.[1] === true && health[2].includes(`pid ${newPid}`);
       },
-      10_000,
-      () => 'see Backends',
+      `Manager1.Backends to show multipathd pid ${newPid}`,
+      { timeoutMs: 10_000, intervalMs: 200, describe: () => 'see Backends' },
     );
   });
 });

@@ -420,22 +420,19 @@ describe(`mpath backend on dm-multipath (${process.env.LAB_FABRIC ?? 'outside th
     expect([...keysOn(hostB.device)].sort()).to.deep.equal([KEY_A, KEY_A, KEY_B].sort());
   });
 
-  it('self-PREEMPT keeps every path registered', async function () {
+  /** The holder preempts its own key: the reservation stays, and so does the registration of every nexus. */
+  async function selfPreemptKeepsEveryPath(action: 'preempt' | 'preempt-abort', label: string): Promise<void> {
     expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
     expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE');
-    expectGood(await prOut(ours!, { action: 'preempt', reservationKey: KEY_A, serviceActionKey: KEY_A, type: WE_RO }), 'self-PREEMPT');
+    expectGood(await prOut(ours!, { action, reservationKey: KEY_A, serviceActionKey: KEY_A, type: WE_RO }), label);
     expect(keysOn(pathA), 'both nexuses still registered').to.deep.equal([KEY_A, KEY_A]);
     expect(readReservation(pathA).holder).to.deep.equal({ key: KEY_A, type: WE_RO });
-  });
+  }
+
+  it('self-PREEMPT keeps every path registered', () => selfPreemptKeepsEveryPath('preempt', 'self-PREEMPT'));
 
   if (topology.fabric === 'iscsi') {
-    it('self-PREEMPT AND ABORT keeps every path registered (iSCSI only)', async function () {
-      expectGood(await prOut(ours!, { action: 'register', serviceActionKey: KEY_A }), 'REGISTER');
-      expectGood(await prOut(ours!, { action: 'reserve', reservationKey: KEY_A, type: WE_RO }), 'RESERVE');
-      expectGood(await prOut(ours!, { action: 'preempt-abort', reservationKey: KEY_A, serviceActionKey: KEY_A, type: WE_RO }), 'self-PREEMPT AND ABORT');
-      expect(keysOn(pathA), 'both nexuses still registered').to.deep.equal([KEY_A, KEY_A]);
-      expect(readReservation(pathA).holder).to.deep.equal({ key: KEY_A, type: WE_RO });
-    });
+    it('self-PREEMPT AND ABORT keeps every path registered (iSCSI only)', () => selfPreemptKeepsEveryPath('preempt-abort', 'self-PREEMPT AND ABORT'));
   }
 
   it('PREEMPT of host B takes its reservation and removes its key', async function () {

@@ -6,6 +6,7 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { eventually } from '../../support/wait';
 import { Fabric } from './lab-config';
 
 export interface LabTopology {
@@ -107,27 +108,12 @@ export function multipathd(command: string | readonly string[], timeoutMs = 15_0
 }
 
 /** Polls `probe` until it returns something other than undefined/false, or fails after the deadline with what it last saw. */
-export async function waitFor<T>(
+export function waitFor<T>(
   what: string,
   probe: () => T | undefined | false,
   options: { timeoutMs?: number; intervalMs?: number; describe?: () => string } = {},
 ): Promise<T> {
-  const timeoutMs = options.timeoutMs ?? 30_000;
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = probe();
-      if (value !== undefined && value !== false) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) {
-      const seen = options.describe ? `; last state: ${options.describe()}` : lastError ? `; last error: ${String(lastError)}` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${seen}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 200));
-  }
+  return eventually(probe, what, { timeoutMs: 30_000, intervalMs: 200, ...options });
 }
 
 export interface PathState {
