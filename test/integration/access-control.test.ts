@@ -9,7 +9,7 @@ import { PrHelperClient } from '../../src/protocol/client';
 import { Status } from '../../src/scsi/constants';
 import { Sense, senseMatches } from '../../src/scsi/sense';
 import { executorFor } from '../support/client';
-import { daemonSuite, launchDaemon, MPATH_PR, runToExit, type DaemonProcess } from '../support/daemon';
+import { daemonSuite, launchDaemon, MPATH_PR, requireRoot, runToExit, type DaemonProcess } from '../support/daemon';
 import type { PeerOutcome } from './peer-client';
 
 const NOBODY = 65534;
@@ -33,9 +33,7 @@ describe('access control (real serve processes)', function () {
   let state: string;
   let socket: string;
 
-  before(() => {
-    if (process.getuid?.() !== 0) throw new Error('these tests start clients under another uid: run them as root');
-  });
+  requireRoot('these tests start clients under another uid');
 
   beforeEach(() => {
     dir = suite.dir;

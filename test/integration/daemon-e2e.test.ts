@@ -7,7 +7,7 @@ import * as libc from '../../ffi/libc';
 import * as pr from '../../src/backends/pr-commands';
 import { PrType, Status } from '../../src/scsi/constants';
 import { Sense, senseMatches } from '../../src/scsi/sense';
-import { connectClient, executorFor } from '../support/client';
+import { connectClient, executorFor, withClient } from '../support/client';
 import { daemonSuite, MPATH_PR, runToExit, startServe, type ServeProcess } from '../support/daemon';
 import { openFdCount } from '../support/proc';
 import { eventually } from '../support/wait';
@@ -39,12 +39,7 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
   it("runs fence_mpath's flow between two hosts that share one state file", async () => {
     const hostA = await serve('node-a');
     const hostB = await serve('node-b');
-    const fd = fs.openSync(lu, 'r+');
-    const clientA = await connectClient(hostA.socket);
-    const clientB = await connectClient(hostB.socket);
-    try {
-      const runA = executorFor(clientA, fd);
-      const runB = executorFor(clientB, fd);
+    await withClient(hostA.socket, lu, (runA) => withClient(hostB.socket, lu, async (runB) => {
       await pr.register(runA, 0xa1n);
       await pr.register(runB, 0xb1n);
       expect((await pr.readKeys(runA)).keys).to.have.members([0xa1n, 0xa1n, 0xb1n, 0xb1n]);
@@ -57,11 +52,7 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
       // The fenced host cannot come back with its old key.
       const again = await pr.prOut(runA, { action: 'register', reservationKey: 0xa1n, serviceActionKey: 0xa2n });
       expect(again.status === Status.RESERVATION_CONFLICT || senseMatches(again.sense, Sense.REGISTRATIONS_PREEMPTED)).to.equal(true);
-    } finally {
-      clientA.close();
-      clientB.close();
-      fs.closeSync(fd);
-    }
+    }));
     expect(hostA.logs()).to.match(/"action":"RESERVE".*"status":"GOOD"/);
     expect(hostB.logs()).to.match(/"action":"PREEMPT AND ABORT".*"peer":|"peer":.*"action":"PREEMPT AND ABORT"/);
   });
@@ -89,10 +80,7 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
 
   it('emu path fail/reinstate from another process is seen by the running daemon', async () => {
     const host = await serve('faulty', 3);
-    const fd = fs.openSync(lu, 'r+');
-    const client = await connectClient(host.socket);
-    try {
-      const runOn = executorFor(client, fd);
+    await withClient(host.socket, lu, async (runOn) => {
       const env = { MPATH_PR_STATE: state, MPATH_PR_INITIATOR: 'faulty' };
       expect((await cli(['emu', 'path', 'fail', '--path', '1'], env)).code).to.equal(0);
       await pr.register(runOn, 0x77n);
@@ -102,10 +90,7 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
       expect((await pr.readKeys(runOn)).keys).to.deep.equal([0x77n, 0x77n, 0x77n]);
       const listed = await cli(['emu', 'path', 'list'], env);
       expect(listed.stdout).to.match(/path 1 {2}target port 2 {2}active/);
-    } finally {
-      client.close();
-      fs.closeSync(fd);
-    }
+    });
   });
 
   it('50 concurrent clients lose nothing and leak no fd', async () => {
@@ -128,15 +113,9 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
       }),
     );
     for (const client of clients) client.close();
-    const fd = fs.openSync(lu, 'r');
-    const observer = await connectClient(host.socket);
-    try {
-      // Each REGISTER AND IGNORE reached both paths of the host: two generations each.
-      expect((await pr.readKeys(executorFor(observer, fd))).generation).to.equal(50 * ROUNDS * 2);
-    } finally {
-      observer.close();
-      fs.closeSync(fd);
-    }
+    // Each REGISTER AND IGNORE reached both paths of the host: two generations each.
+    const { generation } = await withClient(host.socket, lu, (observe) => pr.readKeys(observe), 'r');
+    expect(generation).to.equal(50 * ROUNDS * 2);
     await fdsBackTo(host, baseline);
   });
 
@@ -156,13 +135,8 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
         libc.sendmsg(sock, request.subarray(0, cut), [fd]);
         libc.close(sock);
       }
-      const client = await connectClient(host.socket);
-      try {
-        const keys = await pr.readKeys(executorFor(client, fd));
-        expect(keys.keys).to.deep.equal([]); // none of the torn REGISTERs ran
-      } finally {
-        client.close();
-      }
+      const keys = await withClient(host.socket, lu, (run) => pr.readKeys(run));
+      expect(keys.keys).to.deep.equal([]); // none of the torn REGISTERs ran
     } finally {
       fs.closeSync(fd);
     }
@@ -174,41 +148,27 @@ describe('daemon end to end (serve processes, real sockets, SCM_RIGHTS)', functi
     const slow = path.join(dir, 'slow.img');
     fs.writeFileSync(slow, '');
     expect((await cli(['emu', 'delay', slow, '--ms', '2500', '--state', state])).code).to.equal(0);
-    const slowFd = fs.openSync(slow, 'r+');
-    const fastFd = fs.openSync(lu, 'r+');
-    const slowClient = await connectClient(host.socket);
-    const fastClient = await connectClient(host.socket);
     const order: string[] = [];
-    try {
-      const slowDone = pr.register(executorFor(slowClient, slowFd), 0x5n).then(() => order.push('slow'));
-      const fastDone = pr.register(executorFor(fastClient, fastFd), 0xfn).then(() => order.push('fast'));
+    await withClient(host.socket, slow, (runSlow) => withClient(host.socket, lu, async (runFast) => {
+      const slowDone = pr.register(runSlow, 0x5n).then(() => order.push('slow'));
+      const fastDone = pr.register(runFast, 0xfn).then(() => order.push('fast'));
       await Promise.all([slowDone, fastDone]);
-      expect(order).to.deep.equal(['fast', 'slow']);
-    } finally {
-      slowClient.close();
-      fastClient.close();
-      fs.closeSync(slowFd);
-      fs.closeSync(fastFd);
-    }
+    }));
+    expect(order).to.deep.equal(['fast', 'slow']);
   });
 
   it('SIGTERM lets an in-flight command finish and reply before the daemon exits 0', async () => {
     // trace: the daemon logs each command it admits, so the test knows the command is in flight.
     const host = await serve('graceful', 2, 'trace');
     expect((await cli(['emu', 'delay', lu, '--ms', '1500', '--state', state])).code).to.equal(0);
-    const fd = fs.openSync(lu, 'r+');
-    const client = await connectClient(host.socket);
-    try {
-      const pending = pr.prOut(executorFor(client, fd), { action: 'register', serviceActionKey: 0x42n });
+    await withClient(host.socket, lu, async (run) => {
+      const pending = pr.prOut(run, { action: 'register', serviceActionKey: 0x42n });
       await host.waitForLog(/lu0\.img[^\n]*"msg":"command admitted"/);
       const exit = host.stop('SIGTERM');
       const result = await pending;
       expect(result.status).to.equal(Status.GOOD);
       expect(await exit).to.equal(0);
-    } finally {
-      client.close();
-      fs.closeSync(fd);
-    }
+    });
     expect(fs.existsSync(host.socket)).to.equal(false);
   });
 });

@@ -7,11 +7,10 @@
 // the connection is refused. With a file and a features word it also registers a key
 // and reads the keys back.
 
-import fs from 'node:fs';
 import * as libc from '../../ffi/libc';
 import * as pr from '../../src/backends/pr-commands';
 import { FdConnection } from '../../src/protocol/fd-connection';
-import { connectClient, executorFor } from '../support/client';
+import { withClient } from '../support/client';
 
 export interface PeerOutcome {
   pid: number;
@@ -46,13 +45,10 @@ async function main(): Promise<void> {
   try {
     Object.assign(outcome, await probe(socket));
     if (!outcome.eof && lu) {
-      const client = await connectClient(socket);
-      const fd = fs.openSync(lu, 'r+');
-      const run = executorFor(client, fd);
-      await pr.register(run, 0x65534n);
-      outcome.keys = (await pr.readKeys(run)).keys.map((k) => k.toString(16));
-      fs.closeSync(fd);
-      client.close();
+      await withClient(socket, lu, async (run) => {
+        await pr.register(run, 0x65534n);
+        outcome.keys = (await pr.readKeys(run)).keys.map((k) => k.toString(16));
+      });
     }
   } catch (error) {
     outcome.error = (error as Error).message;

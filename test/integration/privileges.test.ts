@@ -18,8 +18,8 @@ import {
   requiredCapabilities,
   type ProcessCredentials,
 } from '../../src/daemon/privilege-plan';
-import { connectClient, executorFor } from '../support/client';
-import { daemonSuite, launchDaemon, MPATH_PR, MPATH_PR_HELPER, runToExit, type DaemonProcess } from '../support/daemon';
+import { withClient } from '../support/client';
+import { daemonSuite, launchDaemon, MPATH_PR, MPATH_PR_HELPER, requireRoot, runToExit, type DaemonProcess } from '../support/daemon';
 import { threadCredentials } from '../support/proc';
 
 const RAWIO = 1n << BigInt(Cap.SYS_RAWIO);
@@ -40,9 +40,7 @@ describe('privilege drop (real daemons, /proc)', function () {
   let stateDir: string;
   let lu: string;
 
-  before(function () {
-    if (process.getuid?.() !== 0) throw new Error('these tests prove a root daemon drops privileges: run them as root');
-  });
+  requireRoot('these tests prove a root daemon drops privileges');
 
   beforeEach(() => {
     dir = suite.dir;
@@ -62,17 +60,11 @@ describe('privilege drop (real daemons, /proc)', function () {
     return suite.add(await launchDaemon(MPATH_PR, ['serve', '--socket', path.join(dir, 'd.sock'), '--state', path.join(store, 'san.db'), '--log-level', 'debug', ...extra]));
   }
 
-  async function readKeysThrough(socket: string): Promise<bigint[]> {
-    const client = await connectClient(socket);
-    const fd = fs.openSync(lu, 'r+');
-    try {
-      const run = executorFor(client, fd);
+  function readKeysThrough(socket: string): Promise<bigint[]> {
+    return withClient(socket, lu, async (run) => {
       await pr.register(run, 0x1234n);
       return (await pr.readKeys(run)).keys;
-    } finally {
-      fs.closeSync(fd);
-      client.close();
-    }
+    });
   }
 
   it('serve --user nobody: uid and gid 65534, no supplementary groups, only CAP_SYS_RAWIO and CAP_SYS_ADMIN, bounding set cleared, no_new_privs — in every thread, and it still serves', async () => {

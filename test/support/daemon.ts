@@ -274,3 +274,10 @@ export function daemonSuite(prefix: string, options: { mode?: number } = {}): Da
     },
   };
 }
+
+/** Fails the suite, rather than skipping it, unless this process is root; `why` says what needs root. Call inside describe(). */
+export function requireRoot(why: string): void {
+  before(() => {
+    if (process.getuid?.() !== 0) throw new Error(`${why}: run them as root`);
+  });
+}
