@@ -46,6 +46,20 @@ function parameterList(key: bigint, serviceActionKey: bigint): Buffer {
   return list;
 }
 
+/** A command execute holds until the test answers it: `started` once the server handed it over. */
+function heldCommand(): { started: Promise<void>; execute(): Promise<ScsiResult>; answer(result: ScsiResult): void } {
+  const started = deferred<void>();
+  const answer = deferred<ScsiResult>();
+  return {
+    started: started.promise,
+    execute() {
+      started.resolve();
+      return answer.promise;
+    },
+    answer: answer.resolve,
+  };
+}
+
 interface Harness {
   dir: string;
   socketPath: string;
@@ -411,17 +425,13 @@ describe('PrHelperServer', function () {
     it('before reading its reply: the server carries on', async () => {
       const raw = await rawClient();
       const device = deviceFile('disk');
-      const release = deferred<ScsiResult>();
-      const started = deferred<void>();
-      h.respond = () => {
-        started.resolve();
-        return release.promise;
-      };
+      const held = heldCommand();
+      h.respond = held.execute;
       await raw.send(readKeys(), [device.fd]);
-      await started.promise;
+      await held.started;
       const closed = h.nextClose();
       raw.close();
-      release.resolve(good(READ_KEYS_DATA));
+      held.answer(good(READ_KEYS_DATA));
       expect((await closed).reason).to.equal('connection-error');
       h.respond = async () => good();
       const c = await client();
@@ -471,25 +481,20 @@ describe('PrHelperServer', function () {
       const fast = await client();
       const device = deviceFile('disk');
       const order: string[] = [];
-      const release = deferred<ScsiResult>();
-      const slowStarted = deferred<void>();
+      const slowCommand = heldCommand();
       h.respond = async (request) => {
-        if (request.command.code === 0x01) {
-          order.push('slow: execute');
-          slowStarted.resolve();
-          return release.promise;
-        }
-        order.push('fast: execute');
-        return good();
+        const slow = request.command.code === 0x01;
+        order.push(slow ? 'slow: execute' : 'fast: execute');
+        return slow ? slowCommand.execute() : good();
       };
       const slowReply = slow.execute(device.fd, cdb({ opcode: 0x5e, action: 0x01, length: 8192 })).then((reply) => {
         order.push('slow: reply');
         return reply;
       });
-      await slowStarted.promise;
+      await slowCommand.started;
       await fast.execute(device.fd, readKeys());
       order.push('fast: reply');
-      release.resolve(good(READ_KEYS_DATA));
+      slowCommand.answer(good(READ_KEYS_DATA));
       expect((await slowReply).data).to.deep.equal(READ_KEYS_DATA);
       expect(order).to.deep.equal(['slow: execute', 'fast: execute', 'fast: reply', 'slow: reply']);
     });
@@ -499,26 +504,21 @@ describe('PrHelperServer', function () {
       const other = await client();
       const device = deviceFile('disk');
       const order: string[] = [];
-      const release = deferred<ScsiResult>();
-      const firstStarted = deferred<void>();
+      const firstCommand = heldCommand();
       h.respond = async (request) => {
         const tag = request.command.code === 0x01 ? 'first' : request.command.code === 0x02 ? 'second' : 'other';
         order.push(`${tag}: execute`);
-        if (tag === 'first') {
-          firstStarted.resolve();
-          return release.promise;
-        }
-        return good(Buffer.from(tag));
+        return tag === 'first' ? firstCommand.execute() : good(Buffer.from(tag));
       };
       // Both requests go out before any reply: forbidden by the protocol, but it must not
       // make the server run them concurrently or out of order.
       await raw.send(cdb({ opcode: 0x5e, action: 0x01, length: 100 }), [device.fd]);
       await raw.send(cdb({ opcode: 0x5e, action: 0x02, length: 100 }), [device.fd]);
-      await firstStarted.promise;
+      await firstCommand.started;
       // A full round trip on another connection while the first command is still running.
       await other.execute(device.fd, readKeys());
       expect(order).to.deep.equal(['first: execute', 'other: execute']);
-      release.resolve(good(Buffer.from('first')));
+      firstCommand.answer(good(Buffer.from('first')));
       const replies = await raw.readExactly(104 + 'first'.length + 104 + 'second'.length);
       expect(replies.subarray(104, 109).toString()).to.equal('first');
       expect(replies.subarray(109 + 104).toString()).to.equal('second');
@@ -594,14 +594,10 @@ describe('PrHelperServer', function () {
       const busy = await client();
       const idle = track(await rawClient());
       const device = deviceFile('disk');
-      const release = deferred<ScsiResult>();
-      const started = deferred<void>();
-      h.respond = () => {
-        started.resolve();
-        return release.promise;
-      };
+      const held = heldCommand();
+      h.respond = held.execute;
       const inFlight = busy.execute(device.fd, readKeys());
-      await started.promise;
+      await held.started;
       let closed = false;
       const closing = h.server.close().then(() => {
         closed = true;
@@ -609,7 +605,7 @@ describe('PrHelperServer', function () {
       expect(await idle.readToEnd(), 'idle connection closed without a reply').to.have.length(0);
       expect(fs.existsSync(h.socketPath)).to.equal(false);
       expect(closed).to.equal(false);
-      release.resolve(good(READ_KEYS_DATA));
+      held.answer(good(READ_KEYS_DATA));
       expect((await inFlight).data).to.deep.equal(READ_KEYS_DATA);
       await closing;
       expect(h.server.stats.connectionsActive).to.equal(0);

@@ -28,6 +28,7 @@ import {
   encodeReadReservation,
   type FullStatusDescriptor,
 } from '../../src/scsi/pr-in-data';
+import { encodeTransportId } from '../../src/scsi/transport-id';
 
 /** get_prin_length() of 0.9.4 with mpath_mx_alloc_len = 0. */
 function mxRespLen(sa: number): number {
@@ -151,33 +152,27 @@ describe('libmpathpersist PR IN answers → SCSI data-in (as qemu-pr-helper buil
   });
 
   describe('READ FULL STATUS', function () {
-    const fc: FullStatusDescriptor = {
-      key: 0x1234n,
+    /** A registration that holds no reservation, unless `fields` say otherwise. */
+    const descriptor = (fields: Pick<FullStatusDescriptor, 'key' | 'relativeTargetPort' | 'transportId'> & Partial<FullStatusDescriptor>): FullStatusDescriptor => ({
       allTgPt: false,
-      holder: true,
+      holder: false,
       scope: 0,
+      type: 0,
+      ...fields,
+    });
+    const fc = descriptor({
+      key: 0x1234n,
+      holder: true,
       type: PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY,
       relativeTargetPort: 3,
       transportId: { protocol: 'fc', portName: 0x2100001b32a1b2c3n },
-    };
-    const sas: FullStatusDescriptor = {
-      key: 0x99n,
-      allTgPt: true,
-      holder: false,
-      scope: 0,
-      type: 0,
-      relativeTargetPort: 1,
-      transportId: { protocol: 'sas', sasAddress: 0x5000c50012345678n },
-    };
-    const iscsi: FullStatusDescriptor = {
+    });
+    const sas = descriptor({ key: 0x99n, allTgPt: true, relativeTargetPort: 1, transportId: { protocol: 'sas', sasAddress: 0x5000c50012345678n } });
+    const iscsi = descriptor({
       key: 0xabcdefn,
-      allTgPt: false,
-      holder: false,
-      scope: 0,
-      type: 0,
       relativeTargetPort: 2,
       transportId: { protocol: 'iscsi', name: 'iqn.2003-01.org.linux-iscsi.host1', isid: '23d000000001' },
-    };
+    });
 
     it('rebuilds FC, SAS and iSCSI descriptors that decode to what the device sent', function () {
       const device = encodeReadFullStatus({ generation: 77, descriptors: [fc, sas, iscsi] }, 8192);
@@ -239,9 +234,8 @@ describe('libmpathpersist PR OUT parameter layout', function () {
   });
 
   it('lays out transport IDs after the pointer list and points at them', function () {
-    const iscsiName = Buffer.alloc(2 + 36);
-    iscsiName.writeUInt16BE(36, 0);
-    iscsiName.write('iqn.2003-01.org.linux-iscsi.host2', 2);
+    // struct transportid holds an iSCSI name as the SPC-4 TransportID does from ADDITIONAL LENGTH on (36: padded with NULs).
+    const iscsiName = encodeTransportId({ protocol: 'iscsi', name: 'iqn.2003-01.org.linux-iscsi.host2' }).subarray(2);
     const layout = layoutProutParam({
       key: 1n,
       serviceActionKey: 2n,

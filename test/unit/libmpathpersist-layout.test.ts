@@ -35,6 +35,7 @@ import {
   RFSTAT_RESPONSE_BYTES,
   TransportId,
 } from '../../ffi/libmpathpersist';
+import { encodeTransportId } from '../../src/scsi/transport-id';
 
 const HEADER = '/usr/include/mpath_persist.h';
 
@@ -83,29 +84,33 @@ probes.push({ label: 'offsetof(struct prout_param_descriptor, trnptid_list)', c:
 // What mpath_alloc_prin_response(MPATH_PRIN_RFSTAT_SA) allocates.
 probes.push({ label: 'RFSTAT allocation', c: 'sizeof(struct print_fulldescr_list) + sizeof(struct prin_fulldescr *) * MPATH_MX_TIDS', ours: RFSTAT_LIBRARY_ALLOCATION });
 
-constant('MPATH_MAX_PARAM_LEN', MPATH_MAX_PARAM_LEN);
-constant('MPATH_MX_TIDS', MPATH_MX_TIDS);
-constant('MPATH_MX_TID_LEN', MPATH_MX_TID_LEN);
-for (const [name, value] of Object.entries(MPATH_PR)) if (value <= 15) constant(`MPATH_PR_${name}`, value);
-constant('MPATH_PRIN_RKEY_SA', MPATH_PRIN.READ_KEYS);
-constant('MPATH_PRIN_RRES_SA', MPATH_PRIN.READ_RESERVATION);
-constant('MPATH_PRIN_RCAP_SA', MPATH_PRIN.REPORT_CAPABILITIES);
-constant('MPATH_PRIN_RFSTAT_SA', MPATH_PRIN.READ_FULL_STATUS);
-constant('MPATH_PROUT_REG_SA', MPATH_PROUT.REGISTER);
-constant('MPATH_PROUT_RES_SA', MPATH_PROUT.RESERVE);
-constant('MPATH_PROUT_REL_SA', MPATH_PROUT.RELEASE);
-constant('MPATH_PROUT_CLEAR_SA', MPATH_PROUT.CLEAR);
-constant('MPATH_PROUT_PREE_SA', MPATH_PROUT.PREEMPT);
-constant('MPATH_PROUT_PREE_AB_SA', MPATH_PROUT.PREEMPT_AND_ABORT);
-constant('MPATH_PROUT_REG_IGN_SA', MPATH_PROUT.REGISTER_AND_IGNORE);
-constant('MPATH_PROUT_REG_MOV_SA', MPATH_PROUT.REGISTER_AND_MOVE);
-constant('MPATH_F_APTPL_MASK', MPATH_F_APTPL_MASK);
-constant('MPATH_F_ALL_TG_PT_MASK', MPATH_F_ALL_TG_PT_MASK);
-constant('MPATH_F_SPEC_I_PT_MASK', MPATH_F_SPEC_I_PT_MASK);
-constant('MPATH_PROTOCOL_ID_FC', MPATH_PROTOCOL_ID.FC);
-constant('MPATH_PROTOCOL_ID_ISCSI', MPATH_PROTOCOL_ID.ISCSI);
-constant('MPATH_PROTOCOL_ID_SAS', MPATH_PROTOCOL_ID.SAS);
-constant('MPATH_WWUI_PORT_IDENTIFIER', MPATH_WWUI_PORT_IDENTIFIER);
+/** Each C macro of mpath_persist.h and the value ffi/libmpathpersist.ts uses for it. */
+const MACROS: Record<string, number> = {
+  MPATH_MAX_PARAM_LEN,
+  MPATH_MX_TIDS,
+  MPATH_MX_TID_LEN,
+  ...Object.fromEntries(Object.entries(MPATH_PR).filter(([, value]) => value <= 15).map(([name, value]) => [`MPATH_PR_${name}`, value])),
+  MPATH_PRIN_RKEY_SA: MPATH_PRIN.READ_KEYS,
+  MPATH_PRIN_RRES_SA: MPATH_PRIN.READ_RESERVATION,
+  MPATH_PRIN_RCAP_SA: MPATH_PRIN.REPORT_CAPABILITIES,
+  MPATH_PRIN_RFSTAT_SA: MPATH_PRIN.READ_FULL_STATUS,
+  MPATH_PROUT_REG_SA: MPATH_PROUT.REGISTER,
+  MPATH_PROUT_RES_SA: MPATH_PROUT.RESERVE,
+  MPATH_PROUT_REL_SA: MPATH_PROUT.RELEASE,
+  MPATH_PROUT_CLEAR_SA: MPATH_PROUT.CLEAR,
+  MPATH_PROUT_PREE_SA: MPATH_PROUT.PREEMPT,
+  MPATH_PROUT_PREE_AB_SA: MPATH_PROUT.PREEMPT_AND_ABORT,
+  MPATH_PROUT_REG_IGN_SA: MPATH_PROUT.REGISTER_AND_IGNORE,
+  MPATH_PROUT_REG_MOV_SA: MPATH_PROUT.REGISTER_AND_MOVE,
+  MPATH_F_APTPL_MASK,
+  MPATH_F_ALL_TG_PT_MASK,
+  MPATH_F_SPEC_I_PT_MASK,
+  MPATH_PROTOCOL_ID_FC: MPATH_PROTOCOL_ID.FC,
+  MPATH_PROTOCOL_ID_ISCSI: MPATH_PROTOCOL_ID.ISCSI,
+  MPATH_PROTOCOL_ID_SAS: MPATH_PROTOCOL_ID.SAS,
+  MPATH_WWUI_PORT_IDENTIFIER,
+};
+for (const [name, value] of Object.entries(MACROS)) constant(name, value);
 
 function requireHeader(): void {
   if (!fs.existsSync(HEADER)) {
@@ -216,9 +221,8 @@ describe('libmpathpersist PR OUT block as C sees it', function () {
       gcc(['-std=gnu11', '-shared', '-fPIC', '-o', lib, path.join(dir, 'probe.c')]);
       const handle = koffi.load(lib);
       const describe = handle.func('int describe(void *p, _Out_ uint8_t *out, int size)');
-      const iscsi = Buffer.alloc(2 + 24);
-      iscsi.writeUInt16BE(24, 0);
-      iscsi.write('iqn.2026-11.lab:host', 2);
+      // The iSCSI name as struct transportid holds it: the SPC-4 TransportID from ADDITIONAL LENGTH (24) on.
+      const iscsi = encodeTransportId({ protocol: 'iscsi', name: 'iqn.2026-11.lab:host' }).subarray(2);
       const block = prepareProutBlock({
         key: 0xabcdn,
         serviceActionKey: 0x1234n,
