@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { PrType } from '../../src/scsi/constants';
 import { mediumAccess, readReservation } from '../../src/engine';
-import { expectConflict, expectGood, expectUnitAttention, HOST_A, HOST_B, HOST_C, Lu, nexus } from './engine-harness';
+import { expectConflict, expectGood, expectUnitAttention, HOST_A, HOST_B, HOST_C, Lu, nexus, reservedLu } from './engine-harness';
 
 type Access = 'allowed' | 'conflict';
 interface Row {
@@ -35,13 +35,8 @@ const ROWS: Row[] = [
   { name: 'EAAR', type: PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS, allRegistrants: true, registrantsOnly: false, registrant: ['allowed', 'allowed'], stranger: ['conflict', 'conflict'] },
 ];
 
-function reservedLu(type: number): Lu {
-  const lu = new Lu();
-  expectGood(lu.register(A, 0n, KEY_A));
-  expectGood(lu.register(B, 0n, KEY_B));
-  expectGood(lu.reserve(A, KEY_A, type));
-  return lu;
-}
+/** A holds a reservation of `type`; B is registered too; C is a stranger. */
+const reservedByA = (type: number): Lu => reservedLu([A, KEY_A], type, [B, KEY_B]);
 
 describe('engine: access matrix per reservation type (libiscsi ProutReserve.Access/Ownership)', () => {
   it('allows every access when there is no reservation', () => {
@@ -53,19 +48,19 @@ describe('engine: access matrix per reservation type (libiscsi ProutReserve.Acce
   for (const row of ROWS) {
     describe(`type ${row.name} (${row.type})`, () => {
       it('gives the holder read and write, and the others what SPC-4 table allows', () => {
-        const lu = reservedLu(row.type);
+        const lu = reservedByA(row.type);
         expect([mediumAccess(lu.state, A, 'read'), mediumAccess(lu.state, A, 'write')]).to.deep.equal(['allowed', 'allowed']);
         expect([mediumAccess(lu.state, B, 'read'), mediumAccess(lu.state, B, 'write')]).to.deep.equal(row.registrant);
         expect([mediumAccess(lu.state, C, 'read'), mediumAccess(lu.state, C, 'write')]).to.deep.equal(row.stranger);
       });
 
       it('reports the reservation, with key 0 for all-registrants types', () => {
-        const lu = reservedLu(row.type);
+        const lu = reservedByA(row.type);
         expect(lu.readReservation(C)).to.deep.equal({ generation: 2, reservation: { key: row.allRegistrants ? 0n : KEY_A, scope: 0, type: row.type } });
       });
 
       it('answers PR OUT from the other registrant and from the stranger', () => {
-        const lu = reservedLu(row.type);
+        const lu = reservedByA(row.type);
         // Another registrant re-reserving the same type holds it already only for all-registrants types.
         if (row.allRegistrants) expectGood(lu.reserve(B, KEY_B, row.type));
         else expectConflict(lu.reserve(B, KEY_B, row.type));
@@ -82,7 +77,7 @@ describe('engine: access matrix per reservation type (libiscsi ProutReserve.Acce
       });
 
       it('lets a non-holder RELEASE as a no-op, but an all-registrants holder releases for everyone', () => {
-        const lu = reservedLu(row.type);
+        const lu = reservedByA(row.type);
         expectGood(lu.release(B, KEY_B, row.type));
         if (row.allRegistrants) {
           expect(lu.state.reservation).to.equal(null);
@@ -94,7 +89,7 @@ describe('engine: access matrix per reservation type (libiscsi ProutReserve.Acce
       });
 
       it('decides ownership when the holder unregisters', () => {
-        const lu = reservedLu(row.type);
+        const lu = reservedByA(row.type);
         expectGood(lu.register(A, KEY_A, 0n));
         if (row.allRegistrants) {
           // The reservation stays while any registrant remains; B now holds it alone.

@@ -3,19 +3,11 @@
 // CDB and parameter-list decoding the backend relies on.
 
 import { expect } from 'chai';
-import { encodePrInCdb, encodePrOutCdb } from '../../src/scsi/cdb';
+import { buildPrIn, buildPrOut } from '../../src/backends/pr-commands';
+import { encodePrOutCdb } from '../../src/scsi/cdb';
 import { PrInAction, PrOutAction, Status } from '../../src/scsi/constants';
-import { encodePrOutParameters, encodeRegisterAndMoveParameters } from '../../src/scsi/parameter-list';
-import {
-  decodeReadFullStatus,
-  decodeReadKeys,
-  decodeReadReservation,
-  decodeReportCapabilities,
-  type Capabilities,
-  type ReadFullStatusData,
-  type ReadKeysData,
-  type ReadReservationData,
-} from '../../src/scsi/pr-in-data';
+import { encodePrOutParameters } from '../../src/scsi/parameter-list';
+import { decodeReadFullStatus, decodeReadKeys, decodeReadReservation, decodeReportCapabilities } from '../../src/scsi/pr-in-data';
 import { decodeSense, Sense, type ScsiResult, type SenseCondition, type SenseName } from '../../src/scsi/sense';
 import type { TransportId } from '../../src/scsi/transport-id';
 import { executeBytes } from '../support/pr-bytes';
@@ -78,38 +70,29 @@ export class Lu {
     return this.out(n, abort ? PrOutAction.PREEMPT_AND_ABORT : PrOutAction.PREEMPT, key, sark, type);
   }
   registerAndMove(n: Nexus, rk: bigint, sark: bigint, destination: TransportId, relativeTargetPort: number, flags: { unreg?: boolean; aptpl?: boolean } = {}): ScsiResult {
-    const params = encodeRegisterAndMoveParameters({
-      reservationKey: rk,
-      serviceActionKey: sark,
-      unreg: flags.unreg ?? false,
-      aptpl: flags.aptpl ?? false,
-      relativeTargetPort,
-      transportId: destination,
-    });
-    return this.run(n, encodePrOutCdb({ action: PrOutAction.REGISTER_AND_MOVE, parameterListLength: params.length }), params);
+    const { cdb, dataOut } = buildPrOut({ action: 'register-move', reservationKey: rk, serviceActionKey: sark, transportIds: [destination], relativeTargetPort, ...flags });
+    return this.run(n, cdb, dataOut);
   }
 
   prIn(n: Nexus, action: number, allocationLength = 8192): ScsiResult {
-    return this.run(n, encodePrInCdb({ action, allocationLength }));
+    return this.run(n, buildPrIn(action, allocationLength));
   }
-  readKeys(n: Nexus): ReadKeysData {
-    const data = good(this.prIn(n, PrInAction.READ_KEYS)).dataIn;
-    const decoded = decodeReadKeys(data);
-    if (!decoded.ok) throw new Error(decoded.reason);
-    return decoded.value;
+  readKeys(n: Nexus) {
+    return this.read(n, PrInAction.READ_KEYS, decodeReadKeys);
   }
-  readReservation(n: Nexus): ReadReservationData {
-    const decoded = decodeReadReservation(good(this.prIn(n, PrInAction.READ_RESERVATION)).dataIn);
-    if (!decoded.ok) throw new Error(decoded.reason);
-    return decoded.value;
+  readReservation(n: Nexus) {
+    return this.read(n, PrInAction.READ_RESERVATION, decodeReadReservation);
   }
-  readFullStatus(n: Nexus): ReadFullStatusData {
-    const decoded = decodeReadFullStatus(good(this.prIn(n, PrInAction.READ_FULL_STATUS)).dataIn);
-    if (!decoded.ok) throw new Error(decoded.reason);
-    return decoded.value;
+  readFullStatus(n: Nexus) {
+    return this.read(n, PrInAction.READ_FULL_STATUS, decodeReadFullStatus);
   }
-  reportCapabilities(n: Nexus): Capabilities {
-    const decoded = decodeReportCapabilities(good(this.prIn(n, PrInAction.REPORT_CAPABILITIES)).dataIn);
+  reportCapabilities(n: Nexus) {
+    return this.read(n, PrInAction.REPORT_CAPABILITIES, decodeReportCapabilities);
+  }
+
+  /** A PR IN that must answer GOOD with data that decodes. */
+  private read<T>(n: Nexus, action: number, decode: (data: Uint8Array) => { ok: true; value: T } | { ok: false; reason: string }): T {
+    const decoded = decode(good(this.prIn(n, action)).dataIn);
     if (!decoded.ok) throw new Error(decoded.reason);
     return decoded.value;
   }
@@ -120,6 +103,13 @@ export class Lu {
   }
 }
 
+/** A fresh LU where `holder` registered its key, then each of `others`, and the holder reserved with `type`. */
+export function reservedLu(holder: readonly [Nexus, bigint], type: number, ...others: (readonly [Nexus, bigint])[]): Lu {
+  const lu = new Lu();
+  for (const [n, key] of [holder, ...others]) expectGood(lu.register(n, 0n, key));
+  expectGood(lu.reserve(holder[0], holder[1], type));
+  return lu;
+}
 
 export function good(result: ScsiResult): ScsiResult {
   expect(result.status, `expected GOOD, got status 0x${result.status.toString(16)} ${senseText(result)}`).to.equal(Status.GOOD);

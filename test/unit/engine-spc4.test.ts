@@ -21,7 +21,7 @@ import {
   serializeState,
 } from '../../src/engine';
 import { transportIdKey } from '../../src/scsi/transport-id';
-import { expectCheck, expectConflict, expectGood, expectUnitAttention, HOST_A, HOST_B, HOST_C, iscsi, Lu, nexus } from './engine-harness';
+import { expectCheck, expectConflict, expectGood, expectUnitAttention, HOST_A, HOST_B, HOST_C, iscsi, Lu, nexus, reservedLu } from './engine-harness';
 
 const A = nexus(HOST_A);
 const B = nexus(HOST_B);
@@ -523,13 +523,7 @@ describe('engine: SPC-4 persistent reservations', () => {
   });
 
   describe('REGISTER AND MOVE', () => {
-    function held(type: number = PrType.WRITE_EXCLUSIVE): Lu {
-      const lu = new Lu();
-      expectGood(lu.register(A, 0n, KA));
-      expectGood(lu.register(C, 0n, KC));
-      expectGood(lu.reserve(A, KA, type));
-      return lu;
-    }
+    const held = (type: number = PrType.WRITE_EXCLUSIVE): Lu => reservedLu([A, KA], type, [C, KC]);
 
     it('registers the destination I_T nexus and moves the reservation to it', () => {
       const lu = held(PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY);

@@ -42,33 +42,24 @@ describe('errno-sense: errno and host status to SCSI result (qemu scsi/utils.c t
     it('0 → GOOD', function () {
       expectStatusOnly(resultFromErrno(0), Status.GOOD);
     });
-    it('EDOM → TASK SET FULL', function () {
-      expectStatusOnly(resultFromErrno(LinuxErrno.EDOM), Status.TASK_SET_FULL);
-    });
-    it('ENODEV → TARGET FAILURE 04/44/00', function () {
-      expectCheckCondition(resultFromErrno(LinuxErrno.ENODEV), Sense.TARGET_FAILURE);
-    });
-    it('EREMOTEIO → TARGET FAILURE 04/44/00', function () {
-      expectCheckCondition(resultFromErrno(LinuxErrno.EREMOTEIO), Sense.TARGET_FAILURE);
-    });
-    it('EBADE → RESERVATION CONFLICT', function () {
-      expectStatusOnly(resultFromErrno(LinuxErrno.EBADE), Status.RESERVATION_CONFLICT);
-    });
-    it('ENODATA → READ ERROR 03/11/00', function () {
-      expectCheckCondition(resultFromErrno(LinuxErrno.ENODATA), Sense.READ_ERROR);
-    });
-    it('ENOMEDIUM → MEDIUM NOT PRESENT 02/3A/00', function () {
-      expectCheckCondition(resultFromErrno(LinuxErrno.ENOMEDIUM), Sense.MEDIUM_NOT_PRESENT);
-    });
-    it('ENOMEM → TARGET FAILURE 04/44/00', function () {
-      expectCheckCondition(resultFromErrno(LinuxErrno.ENOMEM), Sense.TARGET_FAILURE);
-    });
-    it('EINVAL → INVALID FIELD IN CDB 05/24/00', function () {
-      expectCheckCondition(resultFromErrno(LinuxErrno.EINVAL), Sense.INVALID_FIELD_IN_CDB);
-    });
-    it('ENOSPC → SPACE ALLOCATION FAILED WRITE PROTECT 07/27/07', function () {
-      expectCheckCondition(resultFromErrno(LinuxErrno.ENOSPC), Sense.SPACE_ALLOCATION_FAILED_WRITE_PROTECT);
-    });
+    const rows: Array<[keyof typeof LinuxErrno, SenseCondition | number, string]> = [
+      ['EDOM', Status.TASK_SET_FULL, 'TASK SET FULL'],
+      ['ENODEV', Sense.TARGET_FAILURE, 'TARGET FAILURE 04/44/00'],
+      ['EREMOTEIO', Sense.TARGET_FAILURE, 'TARGET FAILURE 04/44/00'],
+      ['EBADE', Status.RESERVATION_CONFLICT, 'RESERVATION CONFLICT'],
+      ['ENODATA', Sense.READ_ERROR, 'READ ERROR 03/11/00'],
+      ['ENOMEDIUM', Sense.MEDIUM_NOT_PRESENT, 'MEDIUM NOT PRESENT 02/3A/00'],
+      ['ENOMEM', Sense.TARGET_FAILURE, 'TARGET FAILURE 04/44/00'],
+      ['EINVAL', Sense.INVALID_FIELD_IN_CDB, 'INVALID FIELD IN CDB 05/24/00'],
+      ['ENOSPC', Sense.SPACE_ALLOCATION_FAILED_WRITE_PROTECT, 'SPACE ALLOCATION FAILED WRITE PROTECT 07/27/07'],
+    ];
+    for (const [name, expected, title] of rows) {
+      it(`${name} → ${title}`, function () {
+        const result = resultFromErrno(LinuxErrno[name]);
+        if (typeof expected === 'number') expectStatusOnly(result, expected);
+        else expectCheckCondition(result, expected);
+      });
+    }
     for (const name of ['EIO', 'EPERM', 'EAGAIN', 'ENOTTY', 'EOPNOTSUPP', 'ENOTCONN', 'EINTR'] as const) {
       it(`${name} (unlisted) → I/O PROCESS TERMINATED 0B/00/06`, function () {
         expectCheckCondition(resultFromErrno(LinuxErrno[name]), Sense.IO_ERROR);

@@ -42,21 +42,20 @@ describe('MPATH_PR_* → SCSI result (qemu-pr-helper mpath_reconstruct_sense)', 
     expect(r.sense).to.have.length(0);
   });
 
+  /** Everything else qemu-pr-helper answers with LUN COMMUNICATION FAILURE (0b/08/00). */
+  const communicationFailures: [string, number][] = [
+    ...(['SYNTAX_ERROR', 'SENSE_MALFORMED', 'FILE_ERROR', 'DMMP_ERROR', 'THREAD_ERROR', 'OTHER'] as const).map((name): [string, number] => [name, MPATH_PR[name]]),
+    ['RETRYABLE_ERROR (newer)', MPATH_PR.RETRYABLE_ERROR],
+    ['SUCCESS_UNREGISTER (newer, internal)', MPATH_PR.SUCCESS_UNREGISTER],
+    ['raw -1 (0.9.4 ioctl failure)', -1],
+    ['an unknown code', 99],
+  ];
   const fixed: [string, number, string][] = [
     ['SENSE_UNIT_ATTENTION → SCSI BUS RESET', MPATH_PR.SENSE_UNIT_ATTENTION, '06/29/02'],
     ['SENSE_INVALID_OP → INVALID OPCODE', MPATH_PR.SENSE_INVALID_OP, '05/20/00'],
     ['ILLEGAL_REQ → INVALID FIELD IN PARAMETER LIST', MPATH_PR.ILLEGAL_REQ, '05/26/00'],
     ['NO_SENSE → CHECK CONDITION 00/00/00', MPATH_PR.NO_SENSE, '00/00/00'],
-    ['SYNTAX_ERROR → LUN COMMUNICATION FAILURE', MPATH_PR.SYNTAX_ERROR, '0b/08/00'],
-    ['SENSE_MALFORMED → LUN COMMUNICATION FAILURE', MPATH_PR.SENSE_MALFORMED, '0b/08/00'],
-    ['FILE_ERROR → LUN COMMUNICATION FAILURE', MPATH_PR.FILE_ERROR, '0b/08/00'],
-    ['DMMP_ERROR → LUN COMMUNICATION FAILURE', MPATH_PR.DMMP_ERROR, '0b/08/00'],
-    ['THREAD_ERROR → LUN COMMUNICATION FAILURE', MPATH_PR.THREAD_ERROR, '0b/08/00'],
-    ['OTHER → LUN COMMUNICATION FAILURE', MPATH_PR.OTHER, '0b/08/00'],
-    ['RETRYABLE_ERROR (newer) → LUN COMMUNICATION FAILURE', MPATH_PR.RETRYABLE_ERROR, '0b/08/00'],
-    ['SUCCESS_UNREGISTER (newer, internal) → LUN COMMUNICATION FAILURE', MPATH_PR.SUCCESS_UNREGISTER, '0b/08/00'],
-    ['raw -1 (0.9.4 ioctl failure) → LUN COMMUNICATION FAILURE', -1, '0b/08/00'],
-    ['an unknown code → LUN COMMUNICATION FAILURE', 99, '0b/08/00'],
+    ...communicationFailures.map(([name, rc]): [string, number, string] => [`${name} → LUN COMMUNICATION FAILURE`, rc, '0b/08/00']),
   ];
   for (const [name, rc, expected] of fixed) {
     it(name, async function () {

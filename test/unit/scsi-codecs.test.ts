@@ -326,8 +326,8 @@ describe('scsi codecs', () => {
       fc.assert(
         fc.property(
           fc.record({
-            reservationKey: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
-            serviceActionKey: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+            reservationKey: u64,
+            serviceActionKey: u64,
             specIPT: fc.boolean(),
             allTgPt: fc.boolean(),
             aptpl: fc.boolean(),
@@ -342,8 +342,8 @@ describe('scsi codecs', () => {
       fc.assert(
         fc.property(
           fc.record({
-            reservationKey: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
-            serviceActionKey: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+            reservationKey: u64,
+            serviceActionKey: u64,
             unreg: fc.boolean(),
             aptpl: fc.boolean(),
             relativeTargetPort: fc.integer({ min: 0, max: 0xffff }),
@@ -434,7 +434,7 @@ describe('scsi codecs', () => {
       fc.assert(
         fc.property(
           fc.nat(0xffffffff),
-          fc.array(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), { maxLength: 20 }),
+          fc.array(u64, { maxLength: 20 }),
           fc.integer({ min: 0, max: 400 }),
           (generation, keys, allocationLength) => {
             const full = encodeReadKeys({ generation, keys }, 0xffff);
