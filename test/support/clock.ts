@@ -8,6 +8,8 @@
 // Only code that calls setTimeout while the clock is installed sees it: install it at the
 // start of a test and uninstall it at the end (mocha keeps its own timers).
 
+import { settle } from './wait';
+
 interface ManualTimer {
   readonly id: number;
   readonly at: number;
@@ -17,11 +19,6 @@ interface ManualTimer {
 const TIMER_ID = Symbol('manual timer id');
 
 type TimerHandle = NodeJS.Timeout & { [TIMER_ID]?: number };
-
-/** Lets every promise reaction that is ready run: setImmediate fires after the microtask queue drains. */
-export function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
 
 export class ManualClock {
   private time = 0;

@@ -65,6 +65,14 @@ export async function eventually<T>(
   }
 }
 
+/**
+ * Lets every promise reaction that can run, run: setImmediate fires only once the microtask
+ * queue is empty. For code that only awaits promises (no I/O, no timers).
+ */
+export function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** What `promise` rejects with; fails when it resolves instead. */
 export async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
   try {

@@ -1,11 +1,6 @@
 import { expect } from 'chai';
 import { DeviceQueue } from '../../src/backends/sg/device-queue';
-import { deferred, rejectionOf } from '../support/wait';
-
-/** Lets every already-settled promise callback run. */
-async function flush(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
-}
+import { deferred, rejectionOf, settle } from '../support/wait';
 
 describe('DeviceQueue: one command in flight per device', function () {
   it('runs tasks for one device strictly one after another, in order', async function () {
@@ -19,13 +14,13 @@ describe('DeviceQueue: one command in flight per device', function () {
         return i;
       }),
     );
-    await flush();
+    await settle();
     expect(started).to.deep.equal(['t0']);
     gates[1].resolve(); // finishing out of order changes nothing: t1 has not started
-    await flush();
+    await settle();
     expect(started).to.deep.equal(['t0']);
     gates[0].resolve();
-    await flush();
+    await settle();
     expect(started).to.deep.equal(['t0', 't1', 't2']);
     gates[2].resolve();
     expect(await Promise.all(results)).to.deep.equal([0, 1, 2]);
@@ -86,7 +81,7 @@ describe('DeviceQueue: one command in flight per device', function () {
     expect(queue.size).to.equal(1);
     hung.resolve();
     await running;
-    await flush();
+    await settle();
     expect(ran).to.equal(false);
   });
 
@@ -98,7 +93,7 @@ describe('DeviceQueue: one command in flight per device', function () {
       await gate.promise;
       return 'completed';
     }, controller.signal);
-    await flush();
+    await settle();
     controller.abort();
     gate.resolve();
     expect(await running).to.equal('completed');
@@ -113,7 +108,7 @@ describe('DeviceQueue: one command in flight per device', function () {
     const waiting = queue.idle().then(() => {
       idle = true;
     });
-    await flush();
+    await settle();
     expect(idle).to.equal(false);
     gate.resolve();
     await waiting;
