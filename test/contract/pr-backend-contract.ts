@@ -1,12 +1,13 @@
 // The one behavioural contract every PR backend is held to, written once and run
 // against each backend (the pattern of serialport's bindings tests): emulated on the
 // host (test/contract/emulated.test.ts), sg and blkpr against LIO in the lab VM
-// (test/lab/contract.lab.ts).
+// (test/lab/contract.lab.ts), and mpath on the lab's dm-multipath map (same file).
 //
 // A fixture is two initiators on one LU: host A (possibly a multipath host whose one
 // REGISTER makes several registrations) and host B. A case a backend cannot run is
 // listed by the fixture with the reason and shows up as a pending test carrying that
-// reason, never as a silent pass.
+// reason, never as a silent pass. A command a backend refuses by design is listed with
+// the answer it gives: the case then checks that answer and that the LU is unchanged.
 
 import { expect } from 'chai';
 import {
@@ -61,6 +62,23 @@ export const CONTRACT_CASES = [
 ] as const;
 export type ContractCase = (typeof CONTRACT_CASES)[number];
 
+/** Cases whose command a backend may refuse by design (see ContractFixture.refused). */
+const REFUSABLE_CASES = ['register-spec-i-pt', 'register-and-move'] as const satisfies readonly ContractCase[];
+export type RefusableCase = (typeof REFUSABLE_CASES)[number];
+
+export interface DocumentedRefusal {
+  /** The CHECK CONDITION the backend answers the case's command with. */
+  readonly condition: SenseCondition;
+  /** Why, shown in the test title. */
+  readonly reason: string;
+}
+
+/** The keys one of host A's I_T nexuses holds, as an oracle outside the backend reads them. */
+export interface NexusKeys {
+  readonly nexus: string;
+  readonly keys: readonly bigint[];
+}
+
 export interface ContractFixture {
   /** Host A on a writable handle. */
   hostA: PrExecutor;
@@ -75,6 +93,17 @@ export interface ContractFixture {
   registrations: { A: number; B: number };
   /** Cases this backend cannot run, with the reason shown in the test output. */
   unsupported: Partial<Record<ContractCase, string>>;
+  /**
+   * Commands this backend refuses by design, with its answer: the case checks that exact
+   * CHECK CONDITION and that nothing changed, instead of the SPC-4 outcome.
+   */
+  refused?: Partial<Record<RefusableCase, DocumentedRefusal>>;
+  /**
+   * The keys each of host A's I_T nexuses (one per path) holds, read by an oracle outside
+   * the backend. When given, the REGISTER and PREEMPT cases check every path, not only
+   * the count READ KEYS gives.
+   */
+  hostANexusKeys?(): Promise<readonly NexusKeys[]>;
   cleanup(): Promise<void>;
 }
 
@@ -158,6 +187,11 @@ export async function resetLogicalUnit(hostA: PrExecutor, hostB: PrExecutor): Pr
   if (left.keys.length !== 0) throw new Error(`LU still has keys after CLEAR: ${left.keys.map((k) => k.toString(16)).join(', ')}`);
 }
 
+function refusalOf(fixture: ContractFixture, id: ContractCase): DocumentedRefusal | undefined {
+  const refusable = (REFUSABLE_CASES as readonly ContractCase[]).includes(id);
+  return refusable ? fixture.refused?.[id as RefusableCase] : undefined;
+}
+
 function expectStatus(result: ScsiResult, status: number, what: string): void {
   expect(describeResult(result), what).to.equal(statusName(status));
 }
@@ -205,6 +239,8 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
         await done.cleanup();
         this.skip();
       }
+      const refusal = id === undefined ? undefined : refusalOf(fixture, id);
+      if (refusal) test.title += ` — REFUSED by ${name} with ${describeSense(encodeFixedSense(refusal.condition))}: ${refusal.reason}`;
       a = retryingUnitAttention(fixture.hostA);
       b = retryingUnitAttention(fixture.hostB);
       nA = fixture.registrations.A;
@@ -228,6 +264,16 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
       return fixture;
     };
     const caseIds = new Map<Mocha.Runnable, ContractCase>();
+    /** Every I_T nexus of host A holds `key` (none when 0n), as the fixture's oracle reads them; nothing to check without one. */
+    const expectEveryNexusOfA = async (key: bigint, what: string): Promise<void> => {
+      const oracle = current().hostANexusKeys;
+      if (!oracle) return;
+      const nexuses = await oracle();
+      expect(nexuses, `${what}: host A's nexuses`).to.have.length(nA);
+      const held = Object.fromEntries(nexuses.map((n) => [n.nexus, sortedKeys(n.keys)]));
+      const expected = Object.fromEntries(nexuses.map((n) => [n.nexus, key === 0n ? [] : sortedKeys([key])]));
+      expect(held, `${what}: keys per nexus of host A`).to.deep.equal(expected);
+    };
     const contractCase = (id: ContractCase, title: string, body: () => Promise<void>): void => {
       caseIds.set(it(`[${id}] ${title}`, body), id);
     };
@@ -235,8 +281,10 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
     contractCase('register-unregister', 'REGISTER adds the key; REGISTER with SARK=0 removes it', async () => {
       await register(a, KEY_A);
       expect(sortedKeys((await readKeys(b)).keys)).to.deep.equal(sortedKeys(repeat(KEY_A, nA)));
+      await expectEveryNexusOfA(KEY_A, 'after REGISTER');
       await register(a, 0n, { currentKey: KEY_A });
       expect((await readKeys(b)).keys).to.deep.equal([]);
+      await expectEveryNexusOfA(0n, 'after REGISTER with SARK=0');
     });
 
     contractCase('register-wrong-key', 'REGISTER with a wrong current key is a RESERVATION CONFLICT and changes nothing', async () => {
@@ -247,6 +295,7 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
       const after = await readKeys(b);
       expect(sortedKeys(after.keys)).to.deep.equal(sortedKeys(repeat(KEY_A, nA)));
       expect(after.generation, 'a failed REGISTER does not count').to.equal(before.generation);
+      await expectEveryNexusOfA(KEY_A, 'after the refused REGISTER');
     });
 
     contractCase('read-keys-generation', 'READ KEYS lists every registration and PRgeneration counts each one', async () => {
@@ -254,6 +303,7 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
       await register(a, KEY_A);
       const afterA = await readKeys(a);
       expect(afterA.generation - start.generation, 'one per registered I_T nexus').to.equal(nA);
+      await expectEveryNexusOfA(KEY_A, 'after REGISTER');
       await register(b, KEY_B);
       const afterB = await readKeys(a);
       expect(afterB.generation - afterA.generation).to.equal(nB);
@@ -321,6 +371,7 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
       await preempt(b, KEY_B, KEY_A, PrType.EXCLUSIVE_ACCESS, abort);
       const after = await readKeys(b);
       expect(sortedKeys(after.keys), "A's registrations are gone").to.deep.equal(sortedKeys(repeat(KEY_B, nB)));
+      await expectEveryNexusOfA(0n, 'after the PREEMPT');
       expect(after.generation).to.equal(before.generation + 1);
       expect((await readReservation(b)).reservation, 'B holds with the new type').to.deep.equal({ key: KEY_B, scope: 0, type: PrType.EXCLUSIVE_ACCESS });
       await drainUnitAttentions(current().hostA);
@@ -336,8 +387,10 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
       const after = await readKeys(b);
       expect(sortedKeys(after.keys)).to.deep.equal(sortedKeys(repeat(KEY_A2, nA)));
       expect(after.generation - before.generation).to.equal(nA);
+      await expectEveryNexusOfA(KEY_A2, 'after REGISTER AND IGNORE');
       await registerIgnore(a, 0n);
       expect((await readKeys(b)).keys, 'SARK=0 unregisters').to.deep.equal([]);
+      await expectEveryNexusOfA(0n, 'after REGISTER AND IGNORE with SARK=0');
     });
 
     contractCase('register-all-tg-pt', 'REGISTER with ALL_TG_PT=1 is accepted and READ FULL STATUS flags it', async () => {
@@ -353,6 +406,12 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
       expect(bIds).to.have.length(nB);
       await register(b, 0n, { currentKey: KEY_B });
       const params = { action: 'register' as const, serviceActionKey: KEY_A, transportIds: [bIds[0]] };
+      const refusal = current().refused?.['register-spec-i-pt'];
+      if (refusal) {
+        expectCheckCondition(await prOut(a, params), refusal.condition, 'REGISTER with SPEC_I_PT');
+        expect((await readKeys(b)).keys, 'nothing registered').to.deep.equal([]);
+        return;
+      }
       expectStatus(await prOut(a, params), Status.GOOD, 'REGISTER with SPEC_I_PT');
       const status = await readFullStatus(a);
       expect(status.descriptors.every((d) => d.key === KEY_A)).to.equal(true);
@@ -373,6 +432,13 @@ export function describePrBackendContract(name: string, factory: () => Promise<C
         transportIds: [bEntry!.transportId],
         relativeTargetPort: bEntry!.relativeTargetPort,
       });
+      const refusal = current().refused?.['register-and-move'];
+      if (refusal) {
+        expectCheckCondition(result, refusal.condition, 'REGISTER AND MOVE');
+        expect((await readReservation(b)).reservation, 'A keeps the reservation').to.deep.equal({ key: KEY_A, scope: 0, type: PrType.WRITE_EXCLUSIVE });
+        expect(sortedKeys((await readKeys(b)).keys), 'the registrations stay').to.deep.equal(sortedKeys(repeat(KEY_A, nA)));
+        return;
+      }
       expectStatus(result, Status.GOOD, 'REGISTER AND MOVE');
       expect((await readReservation(b)).reservation).to.deep.equal({ key: KEY_B, scope: 0, type: PrType.WRITE_EXCLUSIVE });
       const holders = (await readFullStatus(b)).descriptors.filter((d) => d.holder);
