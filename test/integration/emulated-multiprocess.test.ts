@@ -1,7 +1,6 @@
+import { stateFilePerTest } from '../support/state-file';
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import Database from 'better-sqlite3';
@@ -115,17 +114,11 @@ async function expectEveryOpenerRegistered(statePath: string, openers: number, b
 
 describe('emulated backend: processes share one state file like hosts on one SAN', function () {
   this.timeout(120_000);
-  let dir: string;
-  let statePath: string;
-  beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpath-pr-race-'));
-    statePath = path.join(dir, 'san.db');
-  });
-  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const fixture = stateFilePerTest('mpath-pr-race-');
 
   it('races PR OUT commands without losing an update', async () => {
-    await Promise.all([runRacer(statePath, 'racer-a', 0x1000), runRacer(statePath, 'racer-b', 0x2000)]);
-    const observer = new EmulatedBackend({ statePath, initiator: 'observer', paths: 1 });
+    await Promise.all([runRacer(fixture.statePath, 'racer-a', 0x1000), runRacer(fixture.statePath, 'racer-b', 0x2000)]);
+    const observer = new EmulatedBackend({ statePath: fixture.statePath, initiator: 'observer', paths: 1 });
     try {
       const keys = await pr.readKeys(pr.bindBackend(observer, { fd: -1, path: '/srv/race/lu0', writable: false }));
       // Every REGISTER reached both paths of its host and bumped PRgeneration once per
@@ -145,7 +138,7 @@ describe('emulated backend: processes share one state file like hosts on one SAN
     const base = 0x3000n;
     const openers = Array.from({ length: OPENERS }, (_, i) => runNode(OPENER, [`opener-${i}`, String(base + BigInt(i))], `opener-${i}`));
     const replies = openers.map(lineReader);
-    const files = Array.from({ length: FILES }, (_, i) => path.join(dir, `san-${i}.db`));
+    const files = Array.from({ length: FILES }, (_, i) => path.join(fixture.dir, `san-${i}.db`));
     try {
       expect(await Promise.all(replies.map((next) => next()))).to.deep.equal(Array(OPENERS).fill('at the barrier'));
       for (const file of files) {
